@@ -1,0 +1,181 @@
+"""Checkpoints: one ``.safetensors`` file whose metadata says how to rebuild and use the model.
+
+Metadata keys (all strings; JSON where structured): ``format``, ``arch``, ``class_names``,
+``img_size``, ``in_chans``, ``mean``, ``std``, ``output_stride``, ``drop_rate``, ``config`` (the
+training config), ``epoch``, ``metrics``. A ``last`` checkpoint also carries the training state
+(optimizer moments, EMA weights, step counters) under the ``train_state.`` prefix, so a run resumes
+from it; model loaders ignore those tensors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+
+from .models import create_model
+
+FORMAT = "fer-studio/1"
+STATE_PREFIX = "train_state."
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable FER Studio checkpoint."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` holds either the old or the new content, never a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def model_metadata(arch: str, class_names, img_size: int, mean: float, std: float, output_stride: int,
+                   drop_rate: float = 0.0, config: dict | None = None, epoch: int | None = None,
+                   metrics: dict | None = None) -> dict[str, str]:
+    meta = {"format": FORMAT, "arch": arch, "class_names": json.dumps(list(class_names)),
+            "img_size": str(img_size), "in_chans": "1", "mean": json.dumps([mean]), "std": json.dumps([std]),
+            "output_stride": str(output_stride), "drop_rate": str(drop_rate)}
+    if config is not None:
+        meta["config"] = json.dumps(config)
+    if epoch is not None:
+        meta["epoch"] = str(epoch)
+    if metrics is not None:
+        meta["metrics"] = json.dumps(metrics)
+    return meta
+
+
+def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], metadata: dict[str, str],
+                    train_state: dict[str, torch.Tensor] | None = None, half: bool = False) -> None:
+    tensors = {}
+    for k, v in model_state.items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        tensors[k] = v.contiguous()
+    for k, v in (train_state or {}).items():
+        tensors[STATE_PREFIX + k] = v.detach().cpu().contiguous()
+    atomic_write_bytes(path, save(_unshare(tensors), metadata=metadata))
+
+
+def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory; copy the rare ones that do."""
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
+        out[k] = v.clone() if ptr in seen else v
+        if ptr:
+            seen.add(ptr)
+    return out
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The checkpoint's metadata, with JSON fields decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} has no FER Studio metadata (format {meta.get('format')!r})")
+    out: dict = dict(meta)
+    for key in ("class_names", "mean", "std", "config", "metrics"):
+        if key in meta:
+            out[key] = json.loads(meta[key])
+    for key in ("img_size", "in_chans", "output_stride", "epoch"):
+        if key in meta:
+            out[key] = int(meta[key])
+    out["drop_rate"] = float(meta.get("drop_rate", 0.0))
+    return out
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(model state, training state) of a checkpoint."""
+    tensors = load_file(str(path))
+    model = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIX)}
+    state = {k[len(STATE_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
+    return model, state
+
+
+@dataclass
+class FerClassifier:
+    """A trained model with what it needs to turn grey face crops into class probabilities."""
+
+    model: torch.nn.Module
+    class_names: tuple[str, ...]
+    img_size: int
+    mean: float
+    std: float
+    arch: str
+    metadata: dict
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "FerClassifier":
+        meta = read_metadata(path)
+        model = create_model(meta["arch"], num_classes=len(meta["class_names"]), img_size=meta["img_size"],
+                             output_stride=meta["output_stride"], drop_rate=meta["drop_rate"])
+        state, _ = read_tensors(path)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit a {meta['arch']}: {e}") from None
+        model.to(device).eval().to(memory_format=torch.channels_last)
+        return cls(model, tuple(meta["class_names"]), meta["img_size"], meta["mean"][0], meta["std"][0],
+                   meta["arch"], meta)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess(self, faces: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 grey faces (N, H, W) -> normalised float (N, 1, S, S) on the model's device."""
+        x = torch.as_tensor(faces)
+        if x.ndim == 2:
+            x = x[None]
+        return to_model_input(x.to(self.device), self.img_size, self.mean, self.std)
+
+    @torch.no_grad()
+    def predict_proba(self, faces: torch.Tensor | np.ndarray, batch_size: int = 256) -> np.ndarray:
+        faces = torch.as_tensor(faces)
+        if faces.ndim == 2:
+            faces = faces[None]
+        out = []
+        for i in range(0, len(faces), batch_size):
+            logits = self.model(self.preprocess(faces[i:i + batch_size]))
+            out.append(torch.softmax(logits.float(), 1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def to_model_input(images: torch.Tensor, img_size: int, mean: float, std: float) -> torch.Tensor:
+    """uint8 (N, H, W) -> float (N, 1, img_size, img_size), normalised, channels-last."""
+    x = images.unsqueeze(1).float().div_(255.0)
+    if x.shape[-1] != img_size or x.shape[-2] != img_size:
+        x = torch.nn.functional.interpolate(x, size=(img_size, img_size), mode="bilinear",
+                                            align_corners=False, antialias=x.shape[-1] > img_size)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,306 @@
+"""``python -m fer_core info|train|evaluate|predict|explain|export``: thin wiring of library calls."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fer2013_effnet_b0.safetensors"
+
+
+def default_checkpoint() -> Path | None:
+    return BUNDLED_CHECKPOINT if BUNDLED_CHECKPOINT.exists() else None
+
+
+class CliError(Exception):
+    """A failure reported as one line, with a non-zero exit."""
+
+
+# --- info ----------------------------------------------------------------------------------
+
+def cmd_info(args) -> int:
+    from .data import load_dataset, parse_class_list
+
+    ds = load_dataset(args.data, classes=parse_class_list(args.classes))
+    info = {"source": ds.source, "class_names": list(ds.class_names), "validation_split": ds.validation_split,
+            "test_splits": list(ds.test_splits), "counts": ds.counts(),
+            "totals": {s: len(sp) for s, sp in ds.splits.items()},
+            "skipped": [{"path": p, "reason": r} for p, r in ds.skipped], "warnings": ds.warnings}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{ds.source}: {sum(info['totals'].values())} images, {ds.num_classes} classes")
+    width = max(len(c) for c in ds.class_names)
+    print(" " * width + "".join(f"{s:>13}" for s in ds.splits))
+    for c in ds.class_names:
+        print(f"{c:<{width}}" + "".join(f"{info['counts'][s][c]:>13,}" for s in ds.splits))
+    print(f"{'total':<{width}}" + "".join(f"{n:>13,}" for n in info["totals"].values()))
+    for w in ds.warnings:
+        print(f"warning: {w}")
+    if ds.skipped:
+        print(f"skipped {len(ds.skipped)} unreadable image(s), e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}")
+    return 0
+
+
+# --- train ---------------------------------------------------------------------------------
+
+_TRAIN_SKIP = {"data", "preset"}
+_TRAIN_HELP = {
+    "classes": "class subset, comma-separated (e.g. angry,disgust,fear,happy)",
+    "weights": "local ImageNet-style weights file (safetensors or state dict) to start from",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag a ``TrainConfig`` field (``--batch-size`` for ``batch_size``), default None."""
+    from .train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _TRAIN_SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        base = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+        help_text = _TRAIN_HELP.get(f.name, f"default {f.default!r}" if f.default is not None else "")
+        if base[0] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.name == "classes":
+            parser.add_argument(flag, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=base[0] if base[0] in (int, float) else str, default=None,
+                                help=help_text)
+
+
+def cmd_train(args) -> int:
+    from .data import parse_class_list
+    from .train import TrainConfig, train
+
+    overrides = {}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if f.name not in _TRAIN_SKIP and value is not None:
+            overrides[f.name] = parse_class_list(value) if f.name == "classes" else value
+    if args.resume:
+        unexpected = set(overrides) - {"epochs", "threads"}
+        if unexpected:
+            raise CliError(f"--resume continues a run with its own config; only --epochs can change "
+                           f"(got {', '.join(sorted(unexpected))})")
+        run = train(runs_root=args.out, resume=args.resume, epochs=overrides.get("epochs"))
+    else:
+        if not args.data:
+            raise CliError("--data PATH is required (a FER-2013 folder or fer2013.csv)")
+        if args.config:
+            config = TrainConfig.from_dict({**json.loads(Path(args.config).read_text()), **overrides,
+                                            "data": args.data})
+        elif args.preset:
+            config = TrainConfig.from_preset(args.preset, data=args.data, **overrides)
+        else:
+            config = TrainConfig(data=args.data, **overrides)
+        run = train(config, runs_root=args.out, run_id=args.run_id)
+    status = run.status()
+    rows = run.metrics()
+    best = max((r for r in rows), key=lambda r: r["val_acc"], default=None)
+    summary = {"run": str(run.path), "state": status["state"], "epochs": len(rows),
+               "best_checkpoint": str(run.best_checkpoint) if run.best_checkpoint.exists() else None,
+               "best_val_acc": best["val_acc"] if best else None,
+               "best_val_macro_f1": best["val_macro_f1"] if best else None}
+    print(json.dumps(summary) if args.json else
+          f"run {run.path}: {status['state']} after {len(rows)} epoch(s); best validation accuracy "
+          f"{summary['best_val_acc'] if best else float('nan'):.4f}; checkpoint {summary['best_checkpoint']}")
+    return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+# --- evaluate ------------------------------------------------------------------------------
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import FerClassifier
+    from .data import load_dataset
+    from .evaluate import evaluate, save_report, summary_line
+
+    ckpt = _checkpoint(args.checkpoint)
+    classifier = FerClassifier.from_checkpoint(ckpt)
+    dataset = load_dataset(args.data, classes=list(classifier.class_names))
+    split = dataset.split(args.split)
+    report = evaluate(classifier, split, split_name=args.split, tta=args.tta, progress=True, source=dataset.source)
+    report["checkpoint"] = str(ckpt)
+    if args.json:
+        save_report(report, args.json)
+    print(summary_line(report))
+    return 0
+
+
+# --- predict -------------------------------------------------------------------------------
+
+def cmd_predict(args) -> int:
+    from .checkpoint import FerClassifier
+    from .predict import predict_paths, predictions_table, write_csv
+
+    classifier = FerClassifier.from_checkpoint(_checkpoint(args.checkpoint))
+    results = predict_paths(classifier, args.images, detect=not args.no_detect, progress=True)
+    if not results:
+        raise CliError("no images found in " + ", ".join(args.images))
+    records = [r.to_dict() for r in results]
+    if args.csv:
+        write_csv(predictions_table(results, classifier.class_names), args.csv)
+    if args.json:
+        print(json.dumps(records, indent=1))
+    elif not args.csv and any(Path(p).is_dir() for p in args.images):
+        write_csv(predictions_table(results, classifier.class_names), sys.stdout)
+    elif not args.csv:
+        for r in results:
+            if r.error:
+                print(f"{r.path}: error: {r.error}")
+            elif not r.faces:
+                print(f"{r.path}: no face found (try --no-detect for an aligned face crop)")
+            for i, f in enumerate(r.faces):
+                top = ", ".join(f"{c} {p:.2f}" for c, p in sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:3])
+                print(f"{r.path} face {i} at {f.box}: {f.label} ({top})")
+    return 1 if all(r.error for r in results) else 0
+
+
+# --- explain -------------------------------------------------------------------------------
+
+def cmd_explain(args) -> int:
+    import cv2
+
+    from .checkpoint import FerClassifier
+    from .explain import explain, explanation_figure
+    from .predict import face_crops, load_image
+
+    classifier = FerClassifier.from_checkpoint(_checkpoint(args.checkpoint))
+    boxes, crops = face_crops(load_image(args.image), detect=not args.no_detect)
+    if not crops:
+        raise CliError(f"{args.image}: no face found; pass --no-detect if the image is an aligned face crop")
+    if args.face >= len(crops):
+        raise CliError(f"{args.image}: face {args.face} asked for, {len(crops)} found")
+    face = cv2.resize(crops[args.face], (classifier.img_size, classifier.img_size), interpolation=cv2.INTER_AREA)
+    result = explain(classifier, face, method=args.method, target=args.target)[0]
+    figure = explanation_figure(face, result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(args.out), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR)):
+        raise CliError(f"could not write {args.out} (use a .png or .jpg name)")
+    print(f"{args.out}: {result.method} for '{result.target}' (predicted {result.predicted}, "
+          f"p={result.probabilities[result.predicted]:.2f}) on face {args.face} at {boxes[args.face]}")
+    return 0
+
+
+# --- export --------------------------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from .checkpoint import read_metadata, read_tensors, save_checkpoint
+
+    meta = read_metadata(args.checkpoint)
+    model_state, _ = read_tensors(args.checkpoint)
+    raw = {k: v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+           for k, v in meta.items() if k not in ("optimizer_groups", "progress")}
+    save_checkpoint(args.out, model_state, raw, half=args.half)
+    print(f"{args.out}: {Path(args.out).stat().st_size / 1e6:.1f} MB ({'fp16' if args.half else 'fp32'})")
+    return 0
+
+
+def _checkpoint(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    found = default_checkpoint()
+    if found is None:
+        raise CliError("--checkpoint is required (no bundled checkpoint in checkpoints/)")
+    return found
+
+
+# --- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import TTA_MODES
+    from .explain import CAM_METHODS
+    from .train import PRESETS
+
+    p = argparse.ArgumentParser(prog="python -m fer_core", description="FER Studio: facial expression recognition "
+                                "on FER-2013 (train, evaluate, explain, predict).")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("info", help="images per split and class of a data set")
+    s.add_argument("--data", required=True, help="FER-2013 folder (train/ test/), fer2013.csv, or class folders")
+    s.add_argument("--classes", help="class subset, comma-separated")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("train", help="train a model (resumable; SIGTERM stops after the batch and saves)")
+    s.add_argument("--data", help="FER-2013 folder (train/ test/), fer2013.csv, or class folders")
+    s.add_argument("--out", default="runs", help="runs folder (default: runs)")
+    s.add_argument("--run-id", help="name of the run folder (default: time and model)")
+    s.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe; other flags override it")
+    s.add_argument("--config", help="a config.json to start from (flags override it)")
+    s.add_argument("--resume", metavar="RUN", help="continue a run (id in --out, or its folder) from last")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_config_flags(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a checkpoint on a split and write a JSON report")
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the bundled one)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="PrivateTest", help="Training, PublicTest, PrivateTest, or test (both)")
+    s.add_argument("--tta", nargs="?", const="flip+crops", default="none", choices=TTA_MODES,
+                   help="test-time augmentation (bare --tta: flip+crops)")
+    s.add_argument("--json", metavar="OUT", help="write the report here")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="detect faces in photos and classify their expressions")
+    s.add_argument("images", nargs="+", help="image files or folders")
+    s.add_argument("--checkpoint", help="default: the bundled checkpoint")
+    s.add_argument("--no-detect", action="store_true", help="treat each image as one aligned face crop")
+    s.add_argument("--json", action="store_true", help="print one JSON record an image")
+    s.add_argument("--csv", metavar="OUT", help="write one CSV row a face")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("explain", help="class-activation map of a face as a PNG")
+    s.add_argument("image")
+    s.add_argument("--checkpoint", help="default: the bundled checkpoint")
+    s.add_argument("--method", default="gradcam", choices=sorted(CAM_METHODS))
+    s.add_argument("--target", help="class to explain (default: the predicted one)")
+    s.add_argument("--face", type=int, default=0, help="which detected face (0: the largest)")
+    s.add_argument("--no-detect", action="store_true", help="treat the image as one aligned face crop")
+    s.add_argument("--out", required=True, help="output PNG")
+    s.set_defaults(func=cmd_explain)
+
+    s = sub.add_parser("export", help="copy a checkpoint's model weights (optionally fp16) for shipping")
+    s.add_argument("checkpoint")
+    s.add_argument("out")
+    s.add_argument("--half", action="store_true", help="store floating-point weights as fp16")
+    s.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .models import ModelError
+    from .predict import ImageError
+    from .runs import RunError
+    from .train import TrainingDiverged
+
+    expected = (CliError, DataError, ModelError, CheckpointError, ImageError, RunError, TrainingDiverged,
+                ValueError, FileNotFoundError)
+    try:
+        return args.func(args)
+    except expected as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # anything else still ends in one line; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1

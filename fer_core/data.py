@@ -1,0 +1,383 @@
+"""FER-2013 and other class-folder data sets, held in memory as one uint8 tensor.
+
+Two published forms of FER-2013 are read:
+
+* the challenge's ``fer2013.csv`` (``emotion,pixels,Usage``; 2,304 grey values a row);
+* the class-folder layout ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``, whose test files
+  carry ``PublicTest_``/``PrivateTest_`` prefixes.
+
+Any other folder of images whose sub-folders are named after (a subset of) the seven classes is
+read too: images of any size and colour are converted to grey and resized. Decoded arrays are
+cached on disk, keyed on the source's file listing, so a second load takes well under a second.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+FER2013_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER2013_SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
+GENERIC_SPLITS: tuple[str, ...] = ("Training", "Validation", "Test")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm"}
+CLASS_ALIASES = {
+    "anger": "angry", "disgusted": "disgust", "fearful": "fear", "happiness": "happy",
+    "sadness": "sad", "surprised": "surprise", "neutrality": "neutral",
+}
+_CACHE_FORMAT = 1
+
+
+class DataError(ValueError):
+    """A data set that cannot be read; the message names the file and row or path."""
+
+
+@dataclass
+class FerSplit:
+    """One split: ``images`` (N, H, W) uint8, ``labels`` (N,) int64, and an id per image."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+
+@dataclass
+class FerDataset:
+    """Splits of a data set with their class names.
+
+    ``validation_split`` is the split used for model selection (``PublicTest`` for FER-2013) and
+    ``test_splits`` the split(s) reported once at the end.
+    """
+
+    class_names: tuple[str, ...]
+    splits: dict[str, FerSplit]
+    source: str
+    validation_split: str
+    test_splits: tuple[str, ...]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> FerSplit:
+        """A split by name; ``test`` joins every test split (both of FER-2013's)."""
+        if name in self.splits:
+            return self.splits[name]
+        lowered = {k.lower(): k for k in self.splits}
+        if name.lower() == "test":
+            parts = [self.splits[s] for s in self.test_splits]
+            return FerSplit(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
+                            [i for p in parts for i in p.ids])
+        if name.lower() in lowered:
+            return self.splits[lowered[name.lower()]]
+        raise DataError(f"unknown split {name!r}; this data set has {', '.join(self.splits)} and 'test'")
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class."""
+        return {s: dict(zip(self.class_names, sp.class_counts(self.num_classes))) for s, sp in self.splits.items()}
+
+    def subset(self, classes: list[str] | tuple[str, ...]) -> "FerDataset":
+        """Keep only ``classes`` (in that order), relabelled 0..len(classes)-1."""
+        classes = tuple(normalise_class_name(c) for c in classes)
+        missing = [c for c in classes if c not in self.class_names]
+        if missing:
+            raise DataError(f"classes {missing} are not in this data set ({', '.join(self.class_names)})")
+        if len(set(classes)) != len(classes):
+            raise DataError(f"class list has duplicates: {', '.join(classes)}")
+        old_to_new = torch.full((self.num_classes,), -1, dtype=torch.long)
+        for new, name in enumerate(classes):
+            old_to_new[self.class_names.index(name)] = new
+        splits = {}
+        for name, sp in self.splits.items():
+            mapped = old_to_new[sp.labels]
+            keep = mapped >= 0
+            idx = keep.nonzero().flatten()
+            splits[name] = FerSplit(sp.images[idx], mapped[idx], [sp.ids[i] for i in idx.tolist()])
+        return FerDataset(classes, splits, self.source, self.validation_split, self.test_splits,
+                          list(self.skipped), list(self.warnings))
+
+
+def normalise_class_name(name: str) -> str:
+    key = name.strip().lower()
+    return CLASS_ALIASES.get(key, key)
+
+
+def parse_class_list(text: str | None) -> list[str] | None:
+    """``"angry,disgust,fear,happy"`` -> list; None or empty -> None (all classes)."""
+    if not text:
+        return None
+    names = [normalise_class_name(c) for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in FER2013_CLASSES]
+    if unknown:
+        raise DataError(f"unknown class(es) {unknown}; known: {', '.join(FER2013_CLASSES)}")
+    return names
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FER_STUDIO_CACHE", Path.home() / ".cache" / "fer_studio"))
+
+
+def find_fer2013(candidates: list[str | Path] | None = None) -> Path | None:
+    """The first place that holds FER-2013 (``$FER2013_PATH``, then the usual relative paths)."""
+    paths = list(candidates or [])
+    if os.environ.get("FER2013_PATH"):
+        paths.insert(0, os.environ["FER2013_PATH"])
+    here = Path(__file__).resolve().parent.parent
+    paths += [here / "data" / "fer2013", here / "data" / "fer2013.csv", here.parent / "shared" / "data" / "fer2013"]
+    for p in paths:
+        p = Path(p)
+        if (p / "train").is_dir() or (p.is_file() and p.suffix == ".csv") or (p / "fer2013.csv").is_file():
+            return p
+    return None
+
+
+def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: int = 48,
+                 cache_dir: str | Path | None = None, use_cache: bool = True,
+                 val_fraction: float = 0.1, seed: int = 0) -> FerDataset:
+    """Load a data set from ``path`` (a FER-2013 CSV, or a folder), optionally a class subset.
+
+    Images are resized to ``img_size`` square grey images. Where the source has no validation
+    split, a stratified, seeded ``val_fraction`` of the training images becomes one.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist")
+    if path.is_dir() and (path / "fer2013.csv").is_file() and not (path / "train").is_dir():
+        path = path / "fer2013.csv"
+    if path.is_file():
+        key_parts = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns]
+        reader = lambda: _read_csv(path, img_size)  # noqa: E731
+    else:
+        files = _list_class_folders(path)
+        key_parts = [str(path.resolve()), [(str(f.relative_to(path)), s, m) for f, s, m in files]]
+        reader = lambda: _read_folders(path, [f for f, _, _ in files], img_size)  # noqa: E731
+    key = hashlib.sha1(json.dumps([_CACHE_FORMAT, img_size, key_parts]).encode()).hexdigest()[:20]
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    raw = _cache_read(cache / key) if use_cache else None
+    if raw is None:
+        raw = reader()
+        if use_cache:
+            _cache_write(cache / key, raw)
+    dataset = _assemble(raw, str(path), val_fraction, seed)
+    for w in dataset.warnings:
+        log.warning(w)
+    if dataset.skipped:
+        log.warning("skipped %d unreadable image(s), e.g. %s: %s", len(dataset.skipped), *dataset.skipped[0])
+    return dataset.subset(classes) if classes else dataset
+
+
+# --- readers: each returns a dict of numpy arrays and lists (the cached form) -------------------
+
+def _read_csv(path: Path, img_size: int) -> dict:
+    images, labels, usages, ids = [], [], [], []
+    n_pixels = 48 * 48
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if "emotion" not in header or "pixels" not in header:
+            raise DataError(f"{path}: header must name the columns emotion,pixels[,Usage]; found {header}")
+        col_e, col_p = header.index("emotion"), header.index("pixels")
+        col_u = header.index("usage") if "usage" in header else None
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            where = f"{path.name} line {line_no}"
+            if len(row) < len(header):
+                raise DataError(f"{where}: expected {len(header)} columns, found {len(row)}")
+            try:
+                label = int(row[col_e])
+            except ValueError:
+                raise DataError(f"{where}: emotion {row[col_e]!r} is not an integer label") from None
+            if not 0 <= label < len(FER2013_CLASSES):
+                raise DataError(f"{where}: unknown emotion label {label} (expected 0-6)")
+            try:
+                pixels = np.array(row[col_p].split(), dtype=np.int32)
+            except ValueError:
+                raise DataError(f"{where}: pixels contain a non-numeric value") from None
+            if pixels.size != n_pixels:
+                raise DataError(f"{where}: expected {n_pixels} pixel values, found {pixels.size}")
+            if pixels.min() < 0 or pixels.max() > 255:
+                raise DataError(f"{where}: pixel values must lie in 0-255")
+            usage = row[col_u].strip() if col_u is not None else "Training"
+            if usage not in FER2013_SPLITS:
+                raise DataError(f"{where}: unknown Usage {usage!r} (expected {', '.join(FER2013_SPLITS)})")
+            img = pixels.astype(np.uint8).reshape(48, 48)
+            images.append(_resize(img, img_size))
+            labels.append(label)
+            usages.append(usage)
+            ids.append(f"{usage}_{line_no - 2}")
+    if not images:
+        raise DataError(f"{path}: no data rows")
+    return {"images": np.stack(images), "labels": np.array(labels, np.int64), "splits": usages, "ids": ids,
+            "class_names": list(FER2013_CLASSES), "skipped": [], "warnings": [], "layout": "fer2013"}
+
+
+def _list_class_folders(root: Path) -> list[tuple[Path, int, int]]:
+    """Image files under ``root`` (``train``/``test``/... sub-folders or class folders directly)."""
+    split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and _split_of_dir(d.name)]
+    if not split_dirs:
+        split_dirs = [root]
+    files = []
+    for split_dir in split_dirs:
+        for class_dir in sorted(split_dir.iterdir()):
+            if not class_dir.is_dir():
+                continue
+            if normalise_class_name(class_dir.name) not in FER2013_CLASSES:
+                continue
+            for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
+                if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                    st = entry.stat()
+                    files.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+    return files
+
+
+def _split_of_dir(name: str) -> str | None:
+    return {"train": "Training", "training": "Training", "val": "Validation", "valid": "Validation",
+            "validation": "Validation", "test": "Test", "testing": "Test"}.get(name.lower())
+
+
+def _read_folders(root: Path, files: list[Path], img_size: int) -> dict:
+    split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and _split_of_dir(d.name)]
+    class_dirs = {normalise_class_name(c.name) for d in (split_dirs or [root]) for c in d.iterdir() if c.is_dir()}
+    present = [c for c in FER2013_CLASSES if c in class_dirs]
+    if not present:
+        raise DataError(f"{root}: no class folders named after {', '.join(FER2013_CLASSES)} found "
+                        "(expected train/<class>/ and test/<class>/, or <class>/ directly)")
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        decoded = list(pool.map(lambda f: _decode(f, img_size), files))
+    images, labels, splits, ids, skipped = [], [], [], [], []
+    per_folder: dict[Path, int] = {}
+    for f, (img, err) in zip(files, decoded):
+        if img is None:
+            skipped.append((str(f), err))
+            continue
+        split = _split_of_dir(f.parent.parent.name) if split_dirs else "Pool"
+        if split == "Test":
+            for prefix in ("PublicTest", "PrivateTest"):
+                if f.name.startswith(prefix + "_"):
+                    split = prefix
+        images.append(img)
+        labels.append(present.index(normalise_class_name(f.parent.name)))
+        splits.append(split)
+        ids.append(str(f.relative_to(root)))
+        per_folder[f.parent] = per_folder.get(f.parent, 0) + 1
+    warnings = [f"class folder {c} has no readable images" for d in (split_dirs or [root])
+                for c in sorted(d.iterdir())
+                if c.is_dir() and normalise_class_name(c.name) in present and not per_folder.get(c)]
+    if not images:
+        raise DataError(f"{root}: no readable images found")
+    return {"images": np.stack(images), "labels": np.array(labels, np.int64), "splits": splits, "ids": ids,
+            "class_names": present, "skipped": skipped, "warnings": warnings, "layout": "folders"}
+
+
+def _decode(path: Path, img_size: int) -> tuple[np.ndarray | None, str]:
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        return None, f"cannot read: {e}"
+    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if buf.size else None
+    if img is None:
+        return None, "not a decodable image"
+    return _resize(img, img_size), ""
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape == (size, size):
+        return img
+    h, w = img.shape
+    if h != w:  # centre-crop to a square before resizing, so faces keep their aspect
+        s = min(h, w)
+        img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+# --- cache ----------------------------------------------------------------------------------
+
+def _cache_read(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        raw = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("images", "labels")}
+    except (OSError, ValueError):
+        return None
+    raw.update(meta)
+    return raw
+
+
+def _cache_write(folder: Path, raw: dict) -> None:
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
+        np.save(tmp / "images.npy", raw["images"])
+        np.save(tmp / "labels.npy", raw["labels"])
+        meta = {k: v for k, v in raw.items() if k not in ("images", "labels")}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except OSError as e:  # a read-only or full cache folder only costs speed
+        log.warning("could not write the data cache in %s: %s", folder.parent, e)
+
+
+# --- splits --------------------------------------------------------------------------------
+
+def _assemble(raw: dict, source: str, val_fraction: float, seed: int) -> FerDataset:
+    images = torch.from_numpy(np.ascontiguousarray(raw["images"]))
+    labels = torch.from_numpy(raw["labels"].astype(np.int64))
+    split_of = np.array(raw["splits"])
+    ids = list(raw["ids"])
+    names = set(split_of.tolist())
+    warnings = list(raw.get("warnings", []))
+    index: dict[str, np.ndarray] = {}
+    if raw["layout"] == "fer2013" or {"PublicTest", "PrivateTest"} <= names:
+        for s in FER2013_SPLITS:
+            index[s] = np.flatnonzero(split_of == s)
+        val_name, test_names = "PublicTest", ("PublicTest", "PrivateTest")
+        if not index["PublicTest"].size and index["Training"].size:
+            index["Training"], index["PublicTest"] = _stratified(index["Training"], raw["labels"], val_fraction, seed)
+            warnings.append("no PublicTest images: a stratified validation split was carved from Training")
+            test_names = ("PrivateTest",)
+    else:
+        train = np.flatnonzero(np.isin(split_of, ["Training", "Pool"]))
+        test = np.flatnonzero(split_of == "Test")
+        val = np.flatnonzero(split_of == "Validation")
+        if not test.size:
+            train, test = _stratified(train, raw["labels"], val_fraction, seed + 1)
+        if not val.size:
+            train, val = _stratified(train, raw["labels"], val_fraction, seed)
+        index = {"Training": train, "Validation": val, "Test": test}
+        val_name, test_names = "Validation", ("Test",)
+    splits = {s: FerSplit(images[torch.from_numpy(ix)], labels[torch.from_numpy(ix)], [ids[i] for i in ix])
+              for s, ix in index.items()}
+    return FerDataset(tuple(raw["class_names"]), splits, source, val_name, test_names,
+                      [tuple(s) for s in raw.get("skipped", [])], warnings)
+
+
+def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    y = labels[index]
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(keep), np.sort(held)

@@ -1,0 +1,88 @@
+"""Class-activation maps through the ``grad-cam`` package (pytorch-grad-cam).
+
+The maps are computed on the last convolutional stage (``models.cam_target_layer``): 3x3 at 48 px
+and 4x4 at 64 px input with output stride 16, so they show regions (eyes, mouth, brow), not edges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from .checkpoint import FerClassifier
+from .models import cam_target_layer
+
+CAM_METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "eigencam": EigenCAM,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+}
+
+
+@dataclass
+class Explanation:
+    heatmap: np.ndarray          # (S, S) float in [0, 1], at the face crop's display size
+    overlay: np.ndarray          # (S, S, 3) uint8 RGB: the face with the heat map blended in
+    target: str                  # the class the map explains
+    predicted: str
+    probabilities: dict[str, float]
+    method: str
+
+
+def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method: str = "gradcam",
+            target: str | int | None = None, display_size: int = 192) -> list[Explanation]:
+    """Maps for grey uint8 faces (N, H, W) or one face (H, W); ``target`` None explains each
+    face's predicted class."""
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    faces = np.asarray(faces)
+    if faces.ndim == 2:
+        faces = faces[None]
+    names = classifier.class_names
+    if isinstance(target, str):
+        if target not in names:
+            raise ValueError(f"target class {target!r} is not one of this model's classes ({', '.join(names)})")
+        target = names.index(target)
+    if target is not None and not 0 <= int(target) < len(names):
+        raise ValueError(f"target index {target} out of range for {len(names)} classes")
+    probs = classifier.predict_proba(faces)
+    predicted = probs.argmax(1)
+    targets = [int(target) if target is not None else int(p) for p in predicted]
+    x = classifier.preprocess(faces).contiguous()
+    model = classifier.model
+    with CAM_METHODS[method](model=model, target_layers=[cam_target_layer(model)]) as cam:
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    out = []
+    for face, m, t, p, pr in zip(faces, maps, targets, predicted, probs):
+        heat = cv2.resize(m.astype(np.float32), (display_size, display_size), interpolation=cv2.INTER_CUBIC)
+        heat = np.clip(heat, 0, 1)
+        rgb = cv2.cvtColor(cv2.resize(face, (display_size, display_size), interpolation=cv2.INTER_CUBIC),
+                           cv2.COLOR_GRAY2RGB).astype(np.float32) / 255
+        overlay = show_cam_on_image(rgb, heat, use_rgb=True, image_weight=0.55)
+        out.append(Explanation(heat, overlay, names[t], names[p], dict(zip(names, map(float, pr))), method))
+    return out
+
+
+def explanation_figure(face: np.ndarray, explanation: Explanation) -> np.ndarray:
+    """A side-by-side RGB image: the face, the overlay, and the probability bars."""
+    size = explanation.overlay.shape[0]
+    face_rgb = cv2.cvtColor(cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2RGB)
+    bars = np.full((size, 230, 3), 255, np.uint8)
+    items = sorted(explanation.probabilities.items(), key=lambda kv: -kv[1])
+    row = size // (len(items) + 1)
+    cv2.putText(bars, f"{explanation.method} -> {explanation.target}", (6, row - 6), cv2.FONT_HERSHEY_SIMPLEX,
+                0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, (name, p) in enumerate(items, start=1):
+        y = row * i + 4
+        cv2.rectangle(bars, (80, y), (80 + int(140 * p), y + row - 8), (66, 133, 244), -1)
+        cv2.putText(bars, f"{name}", (6, y + row - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(bars, f"{p:.2f}", (84, y + row - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([face_rgb, explanation.overlay, bars], axis=1)

@@ -1,0 +1,145 @@
+"""The run store: one folder a training run, plain files any view can read.
+
+``runs/<run_id>/``: ``config.json``, ``metrics.jsonl`` (one line an epoch), ``status.json``
+(state, pid, progress, error), ``train.log``, ``last.safetensors`` and ``best.safetensors``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import atomic_write_bytes
+
+STATES = ("queued", "running", "finished", "failed", "stopped")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class RunError(ValueError):
+    """A run id or run folder that cannot be used."""
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id is one path component of letters, digits, '.', '_' and '-' (no '..')."""
+    if not _RUN_ID.match(run_id) or ".." in run_id:
+        raise RunError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+    return run_id
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@dataclass
+class Run:
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    config_path = property(lambda self: self.path / "config.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    status_path = property(lambda self: self.path / "status.json")
+    log_path = property(lambda self: self.path / "train.log")
+    last_checkpoint = property(lambda self: self.path / "last.safetensors")
+    best_checkpoint = property(lambda self: self.path / "best.safetensors")
+
+    def read_config(self) -> dict:
+        return json.loads(self.config_path.read_text())
+
+    def write_json(self, path: Path, data: dict) -> None:
+        atomic_write_bytes(path, json.dumps(data, indent=2).encode())
+
+    def status(self) -> dict:
+        """The status record; a 'running' run whose process is gone reads as 'stopped'."""
+        try:
+            status = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {"state": "queued"}
+        if status.get("state") == "running" and status.get("host") == os.uname().nodename \
+                and not _pid_alive(status.get("pid")):
+            status = {**status, "state": "stopped", "error": "the training process ended without "
+                      "saying so (killed?); resume it from its last checkpoint"}
+        return status
+
+    def update_status(self, **fields) -> dict:
+        try:
+            status = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            status = {}
+        status.update(fields, updated=time.time())
+        if status.get("state") not in STATES:
+            raise RunError(f"unknown run state {status.get('state')!r}")
+        self.write_json(self.status_path, status)
+        return status
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill
+                continue
+        return rows
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """Keep the rows of the first ``epochs_done`` epochs (used when resuming)."""
+        rows = [r for r in self.metrics() if r.get("epoch", 0) <= epochs_done]
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+class RunStore:
+    """The runs under one root folder."""
+
+    def __init__(self, root: str | Path = "runs"):
+        self.root = Path(root)
+
+    def create(self, config: dict, run_id: str | None = None) -> Run:
+        run_id = check_run_id(run_id or time.strftime("%Y%m%d-%H%M%S-") + str(config.get("model", "run")))
+        path = self.root / run_id
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            raise RunError(f"run {run_id} already exists in {self.root}") from None
+        run = Run(path)
+        run.write_json(run.config_path, config)
+        run.update_status(state="queued")
+        return run
+
+    def get(self, run_id_or_path: str | Path) -> Run:
+        p = Path(run_id_or_path)
+        if p.is_dir() and (p / "config.json").exists():
+            return Run(p)
+        path = self.root / check_run_id(str(run_id_or_path))
+        if not (path / "config.json").exists():
+            raise RunError(f"no run {run_id_or_path} in {self.root}")
+        return Run(path)
+
+    def list(self) -> list[Run]:
+        if not self.root.is_dir():
+            return []
+        runs = [Run(p) for p in self.root.iterdir() if (p / "config.json").exists()]
+        return sorted(runs, key=lambda r: r.config_path.stat().st_mtime, reverse=True)
