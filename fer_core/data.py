@@ -138,17 +138,18 @@ def default_cache_dir() -> Path:
 
 
 def find_fer2013(candidates: list[str | Path] | None = None) -> Path | None:
-    """The first place that holds FER-2013 (``$FER2013_PATH``, then the usual relative paths)."""
-    paths = list(candidates or [])
+    """Where FER-2013 is: ``$FER2013_PATH`` when set (and only there), else the first of
+    ``candidates``, ``data/fer2013``, ``data/fer2013.csv`` and ``../shared/data/fer2013``."""
+    def usable(p: Path) -> bool:
+        return (p / "train").is_dir() or (p.is_file() and p.suffix == ".csv") or (p / "fer2013.csv").is_file()
+
     if os.environ.get("FER2013_PATH"):
-        paths.insert(0, os.environ["FER2013_PATH"])
+        p = Path(os.environ["FER2013_PATH"]).expanduser()
+        return p if usable(p) else None
     here = Path(__file__).resolve().parent.parent
+    paths = [Path(p) for p in candidates or []]
     paths += [here / "data" / "fer2013", here / "data" / "fer2013.csv", here.parent / "shared" / "data" / "fer2013"]
-    for p in paths:
-        p = Path(p)
-        if (p / "train").is_dir() or (p.is_file() and p.suffix == ".csv") or (p / "fer2013.csv").is_file():
-            return p
-    return None
+    return next((p for p in paths if usable(p)), None)
 
 
 def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: int = 48,
@@ -195,7 +196,7 @@ def _read_csv(path: Path, img_size: int) -> dict:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
         if "emotion" not in header or "pixels" not in header:
-            raise DataError(f"{path}: header must name the columns emotion,pixels[,Usage]; found {header}")
+            raise DataError(f"{path} line 1: header must name the columns emotion,pixels[,Usage]; found {header}")
         col_e, col_p = header.index("emotion"), header.index("pixels")
         col_u = header.index("usage") if "usage" in header else None
         for line_no, row in enumerate(reader, start=2):
@@ -353,13 +354,17 @@ def _assemble(raw: dict, source: str, val_fraction: float, seed: int) -> FerData
         for s in FER2013_SPLITS:
             index[s] = np.flatnonzero(split_of == s)
         val_name, test_names = "PublicTest", ("PublicTest", "PrivateTest")
+        left_out = int((~np.isin(split_of, FER2013_SPLITS)).sum())
+        if left_out:  # e.g. test files without a PublicTest_/PrivateTest_ prefix next to ones with
+            warnings.append(f"{left_out} image(s) outside train/ without a PublicTest_/PrivateTest_ prefix "
+                            "were left out")
         if not index["PublicTest"].size and index["Training"].size:
             index["Training"], index["PublicTest"] = _stratified(index["Training"], raw["labels"], val_fraction, seed)
             warnings.append("no PublicTest images: a stratified validation split was carved from Training")
             test_names = ("PrivateTest",)
     else:
         train = np.flatnonzero(np.isin(split_of, ["Training", "Pool"]))
-        test = np.flatnonzero(split_of == "Test")
+        test = np.flatnonzero(np.isin(split_of, ["Test", "PublicTest", "PrivateTest"]))  # one prefix only
         val = np.flatnonzero(split_of == "Validation")
         if not test.size:
             train, test = _stratified(train, raw["labels"], val_fraction, seed + 1)
@@ -376,8 +381,13 @@ def _assemble(raw: dict, source: str, val_fraction: float, seed: int) -> FerData
 def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
+    if len(index) < 2:  # nothing to hold out
+        return np.sort(index), index[:0]
     y = labels[index]
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
+    n_classes = int((counts > 0).sum())
+    n_held = int(np.ceil(fraction * len(index)))  # as train_test_split rounds a fractional test_size
+    # stratifying needs two images a class and at least one a class on each side of the split
+    stratify = y if counts[counts > 0].min() >= 2 and min(n_held, len(index) - n_held) >= n_classes else None
     keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(keep), np.sort(held)

@@ -121,6 +121,8 @@ def _mean(a: np.ndarray) -> float | None:
 def evaluate(classifier: FerClassifier, split: FerSplit, split_name: str = "", tta: str = "none",
              batch_size: int = 256, progress: bool = False, source: str = "") -> dict:
     """Evaluate ``classifier`` on a split whose labels index ``classifier.class_names``."""
+    if not len(split):
+        raise ValueError(f"split {split_name!r} has no images to evaluate")
     probs = predict_split(classifier, split.images, tta=tta, batch_size=batch_size, progress=progress)
     report = build_report(split.labels.numpy(), probs, classifier.class_names, split.ids)
     report.update(split=split_name, tta=tta, checkpoint_arch=classifier.arch, data=source,

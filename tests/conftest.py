@@ -86,8 +86,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("tiny-ckpt")
     data = make_folder_dataset(base / "data", per_class=24)
-    cfg = TrainConfig(data=str(data), epochs=1, batch_size=16, img_size=48, mixup_alpha=0.0, ema_decay=0.0,
-                      lr=2e-3, warmup_epochs=0)
+    cfg = TrainConfig(data=str(data), epochs=4, batch_size=16, img_size=48, mixup_alpha=0.0, ema_decay=0.0,
+                      lr=3e-3, warmup_epochs=0, drop_rate=0.0, erase_prob=0.0, class_weight_power=0.0)
     os.environ.setdefault("FER_STUDIO_CACHE", str(base / "cache"))
     run = train(cfg, runs_root=base / "runs", run_id="tiny", progress=False)
     return run.best_checkpoint

@@ -1,0 +1,60 @@
+"""FER Studio: home page. Run with `streamlit run app.py`."""
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fer_core import RunStore, find_fer2013, load_dataset, read_metadata
+from fer_core.checkpoint import CheckpointError
+
+ROOT = Path(__file__).resolve().parent
+st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
+
+
+@st.cache_data(show_spinner="Reading the data set…")
+def dataset_counts(path: str) -> dict:
+    return load_dataset(path).counts()
+
+
+def checkpoints() -> list[dict]:
+    rows = []
+    for path in sorted((ROOT / "checkpoints").glob("*.safetensors")):
+        try:
+            meta = read_metadata(path)
+        except CheckpointError as e:
+            rows.append({"checkpoint": path.name, "error": str(e)})
+            continue
+        rows.append({"checkpoint": path.name, "model": meta["arch"], "classes": ", ".join(meta["class_names"]),
+                     "input": f"{meta['img_size']} px", "size (MB)": round(path.stat().st_size / 1e6, 1)})
+    return rows
+
+
+st.title("FER Studio")
+st.write("Facial expression recognition on FER-2013: train an EfficientNet-B0, see where it is right and "
+         "wrong class by class, look at what it looks at (Grad-CAM), and run it on your own photos.")
+
+st.header("Data set")
+data_path = find_fer2013()
+if data_path is None:
+    st.info("FER-2013 was not found. Put it in `data/fer2013/` (the `train/` and `test/` class folders) or "
+            "`data/fer2013.csv` (the challenge's CSV), or set `FER2013_PATH`. Everything that does not need "
+            "the data set still works.")
+else:
+    counts = pd.DataFrame(dataset_counts(str(data_path)))
+    st.write(f"Found FER-2013 at `{data_path}`: {int(counts.values.sum()):,} images.")
+    st.bar_chart(counts, horizontal=True)
+
+st.header("Checkpoints")
+found = checkpoints()
+if found:
+    st.dataframe(pd.DataFrame(found), hide_index=True)
+else:
+    st.info("No checkpoint in `checkpoints/` yet. Train one with `python -m fer_core train --data PATH`.")
+
+st.header("Runs")
+runs = RunStore(ROOT / "runs").list()
+if runs:
+    st.dataframe(pd.DataFrame([{"run": r.run_id, "state": r.status().get("state"), "epochs": len(r.metrics())}
+                               for r in runs]), hide_index=True)
+else:
+    st.write("No training runs in `runs/` yet.")

@@ -1,0 +1,23 @@
+"""The home page starts and reports what it finds (Streamlit's AppTest, no browser)."""
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, needs_fer
+
+APP = str(ROOT / "app.py")
+
+
+def test_home_without_data_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("FER2013_PATH", str(tmp_path / "nowhere"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert any("FER-2013 was not found" in i.value for i in at.info)
+
+
+@needs_fer
+def test_home_with_data_set_shows_counts(fer_root, monkeypatch):
+    monkeypatch.setenv("FER2013_PATH", str(fer_root))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    assert any("35,887 images" in m.value for m in at.markdown)

@@ -1,0 +1,258 @@
+"""The command line, run as users run it: ``python -m fer_core ...`` in a separate interpreter.
+
+Starting an interpreter costs the package's import time (5-15 s on a small, busy CPU), so most
+commands run in one batch: a second interpreter runs each command as ``-m`` does (``runpy``,
+``__main__``, ``sys.exit``), with the process's stdout and stderr file descriptors captured for
+each command, and reports exit code, stdout and stderr per command. One test runs a plain
+``python -m fer_core`` subprocess.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_folder_dataset, synthetic_face
+from fer_core.checkpoint import FerClassifier
+from fer_core.data import FER2013_CLASSES, load_dataset
+from fer_core.evaluate import evaluate
+
+SUBCOMMANDS = ("info", "train", "evaluate", "predict", "explain", "export")
+FACE_BOX = (220, 100, 160, 160)  # where the face_photo fixture pastes its face (x, y, w, h)
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(*args, timeout: int = 180) -> subprocess.CompletedProcess:
+    """``python -m fer_core ARGS`` in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "fer_core", *map(str, args)], cwd=ROOT, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+_BATCH_DRIVER = r"""
+import json, os, runpy, sys, tempfile
+
+todo, done = sys.argv[1:3]
+commands = json.loads(open(todo).read())
+results = {}
+for name, argv in commands.items():
+    sys.stdout.flush(); sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
+        try:
+            sys.argv = ["fer_core", *argv]
+            try:
+                runpy.run_module("fer_core", run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved_out, 1); os.dup2(saved_err, 2)
+            os.close(saved_out); os.close(saved_err)
+        out.seek(0); err.seek(0)
+        results[name] = {"returncode": code, "stdout": out.read().decode(), "stderr": err.read().decode()}
+with open(done, "w") as f:
+    json.dump(results, f)
+"""
+
+
+def run_cli_batch(commands: dict[str, list], work: Path) -> dict[str, SimpleNamespace]:
+    """Each ``name: argv`` as ``python -m fer_core *argv`` would run it, all in one interpreter."""
+    todo, done = work / "commands.json", work / "results.json"
+    todo.write_text(json.dumps({k: [str(a) for a in v] for k, v in commands.items()}))
+    proc = subprocess.run([sys.executable, "-c", _BATCH_DRIVER, str(todo), str(done)], cwd=ROOT, env=cli_env(),
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {k: SimpleNamespace(**v) for k, v in json.loads(done.read_text()).items()}
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _subset_checkpoint(base: Path) -> Path:
+    """A tiny checkpoint trained on two classes only (a few seconds)."""
+    from fer_core.train import TrainConfig, train
+
+    data = make_folder_dataset(base / "data", per_class={"happy": 16, "sad": 16, "angry": 4})
+    cfg = TrainConfig(data=str(data), classes=["happy", "sad"], epochs=1, batch_size=16, img_size=48,
+                      mixup_alpha=0.0, ema_decay=0.0, lr=2e-3, warmup_epochs=0)
+    run = train(cfg, runs_root=base / "runs", run_id="subset", progress=False)
+    return run.best_checkpoint
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory, tiny_checkpoint):
+    """Inputs for every command of this module, and their results from one batch run."""
+    base = tmp_path_factory.mktemp("cli")
+    ns = SimpleNamespace(base=base, tiny=tiny_checkpoint, subset=_subset_checkpoint(base / "subset"))
+    ns.data = make_folder_dataset(base / "fer")
+    (ns.data / "test" / "fear" / "PrivateTest_bad.jpg").write_bytes(b"not an image")
+    ns.small = make_folder_dataset(base / "small", per_class=5)
+
+    ns.faces = base / "faces"
+    ns.faces.mkdir()
+    rng = np.random.default_rng(7)
+    cv2.imwrite(str(ns.faces / "a.png"), synthetic_face(3, rng))
+    (ns.faces / "b.jpg").write_bytes(b"definitely not a jpeg")
+    cv2.imwrite(str(ns.faces / "c.jpg"), cv2.resize(synthetic_face(4, rng), (64, 80)))
+
+    ns.missing = base / "no-such-data"
+    ns.bad_ckpt = base / "broken.safetensors"
+    ns.bad_ckpt.write_bytes(b"\x00" * 64 + b"not safetensors")
+    ns.not_image = base / "face.jpg"
+    ns.not_image.write_text("hello, I am text\n")
+    ns.report, ns.subset_report = base / "report.json", base / "subset.json"
+    ns.cam, ns.cam_never = base / "out" / "cam.png", base / "never.png"
+
+    commands = {f"help {c}": [c, "--help"] for c in SUBCOMMANDS}
+    commands["help"] = ["--help"]
+    commands.update({
+        "info": ["info", "--data", ns.data, "--json"],
+        "evaluate": ["evaluate", "--checkpoint", ns.tiny, "--data", ns.data, "--split", "test",
+                     "--json", ns.report],
+        "evaluate subset": ["evaluate", "--checkpoint", ns.subset, "--data", ns.small, "--split", "PrivateTest",
+                            "--tta", "flip", "--json", ns.subset_report],
+        "predict folder": ["predict", ns.faces, "--checkpoint", ns.tiny, "--no-detect"],
+        "explain": ["explain", ns.faces / "a.png", "--checkpoint", ns.tiny, "--out", ns.cam,
+                    "--method", "gradcam++", "--target", "happy", "--no-detect"],
+        "error missing data": ["info", "--data", ns.missing],
+        "error corrupt checkpoint": ["evaluate", "--checkpoint", ns.bad_ckpt, "--data", ns.data],
+        "error not an image": ["explain", ns.not_image, "--checkpoint", ns.tiny, "--out", ns.cam_never],
+        "error unknown split": ["evaluate", "--checkpoint", ns.tiny, "--data", ns.small, "--split", "Holdout"],
+        "error unknown class": ["info", "--data", ns.data, "--classes", "happy,bored"],
+        "predict missing": ["predict", base / "gone.jpg", "--checkpoint", ns.tiny, "--json"],
+    })
+    ns.results = run_cli_batch(commands, base)
+    return ns
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_subcommand_help(cli, command):
+    r = cli.results[f"help {command}"]
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: python -m fer_core {command}"), r.stdout[:300]
+    expected_flag = {"info": "--data", "train": "--batch-size", "evaluate": "--tta", "predict": "--no-detect",
+                     "explain": "gradcam++", "export": "--half"}[command]
+    assert expected_flag in r.stdout
+
+
+def test_top_level_help(cli):
+    r = cli.results["help"]
+    assert r.returncode == 0 and all(c in r.stdout for c in SUBCOMMANDS)
+
+
+def test_info_json(cli):
+    r = cli.results["info"]
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["class_names"] == list(FER2013_CLASSES)
+    assert info["counts"] == {s: dict.fromkeys(FER2013_CLASSES, 6) for s in ("Training", "PublicTest",
+                                                                            "PrivateTest")}
+    assert info["totals"] == {"Training": 42, "PublicTest": 42, "PrivateTest": 42}
+    assert info["validation_split"] == "PublicTest" and info["test_splits"] == ["PublicTest", "PrivateTest"]
+    assert len(info["skipped"]) == 1 and info["skipped"][0]["path"].endswith("PrivateTest_bad.jpg")
+    assert info["skipped"][0]["reason"]
+
+
+def test_evaluate_writes_report(cli):
+    r = cli.results["evaluate"]
+    assert r.returncode == 0, r.stderr
+    report = json.loads(cli.report.read_text())
+    for key in ("accuracy", "macro", "weighted", "per_class", "confusion_matrix", "ece", "reliability",
+                "predictions", "num_images", "class_names", "split", "tta", "checkpoint"):
+        assert key in report, key
+    assert report["num_images"] == 84 and report["split"] == "test" and report["tta"] == "none"
+    assert report["class_names"] == list(FER2013_CLASSES) and report["checkpoint"] == str(cli.tiny)
+    assert np.array(report["confusion_matrix"]).shape == (7, 7)
+    assert "test (84 images" in r.stdout and f"{report['accuracy']:.4f}" in r.stdout
+    # the same numbers as the library gives in this process
+    here = evaluate(FerClassifier.from_checkpoint(cli.tiny), load_dataset(cli.data).split("test"), "test")
+    assert report["accuracy"] == pytest.approx(here["accuracy"])
+    assert report["confusion_matrix"] == here["confusion_matrix"]
+
+
+def test_evaluate_class_subset_checkpoint(cli):
+    r = cli.results["evaluate subset"]
+    assert r.returncode == 0, r.stderr
+    report = json.loads(cli.subset_report.read_text())
+    assert report["class_names"] == ["happy", "sad"]
+    assert report["num_images"] == 10 and report["tta"] == "flip" and report["split"] == "PrivateTest"
+    assert np.array(report["confusion_matrix"]).sum(1).tolist() == [5, 5]
+    assert {p["true"] for p in report["predictions"]} == {"happy", "sad"}
+    assert all(Path(p["id"]).parent.name == p["true"] for p in report["predictions"])
+
+
+def test_predict_folder_prints_csv_without_detection(cli):
+    r = cli.results["predict folder"]
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [Path(row["path"]).name for row in rows] == ["a.png", "b.jpg", "c.jpg"]
+    a, b, c = rows
+    assert (a["x"], a["y"], a["w"], a["h"], a["error"]) == ("0", "0", "48", "48", "")
+    assert (c["x"], c["y"], c["w"], c["h"]) == ("0", "8", "64", "64")  # the centred square of 64x80
+    for row in (a, c):
+        probs = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_")}
+        assert list(probs) == list(FER2013_CLASSES) and abs(sum(probs.values()) - 1) < 1e-3
+        assert row["label"] == max(probs, key=probs.get)
+    assert "b.jpg" in b["error"] and b["label"] == ""
+
+
+def test_explain_writes_png(cli):
+    r = cli.results["explain"]
+    assert r.returncode == 0, r.stderr
+    img = cv2.imread(str(cli.cam))
+    assert img is not None and img.shape == (192, 192 * 2 + 230, 3)
+    assert "gradcam++ for 'happy'" in r.stdout and str(cli.cam) in r.stdout
+
+
+def test_failures_exit_non_zero_with_one_error_line(cli):
+    assert_one_line_error(cli.results["error missing data"], str(cli.missing), "does not exist")
+    assert_one_line_error(cli.results["error corrupt checkpoint"], "broken.safetensors")
+    assert_one_line_error(cli.results["error not an image"], "face.jpg", "not a readable image")
+    assert not cli.cam_never.exists()
+    assert_one_line_error(cli.results["error unknown split"], "unknown split 'Holdout'")
+    assert_one_line_error(cli.results["error unknown class"], "bored")
+
+
+def test_predict_of_only_unreadable_images_fails(cli):
+    """The record carries the error, and the exit code says that every image failed."""
+    r = cli.results["predict missing"]
+    assert r.returncode == 1
+    (record,) = json.loads(r.stdout)
+    assert record["faces"] == [] and "gone.jpg: file not found" in record["error"]
+
+
+def test_predict_photo_json_in_a_plain_subprocess(tiny_checkpoint, face_photo):
+    proc = run_cli("predict", face_photo, "--checkpoint", tiny_checkpoint, "--json")
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(proc.stdout)
+    assert isinstance(records, list) and len(records) == 1
+    rec = records[0]
+    assert rec["path"] == str(face_photo) and rec["error"] is None and len(rec["faces"]) == 1
+    face = rec["faces"][0]
+    assert {"box", "label", "probabilities"} <= set(face)
+    x, y, w, h = face["box"]
+    fx, fy, fw, fh = FACE_BOX
+    assert x < fx + fw and fx < x + w and y < fy + fh and fy < y + h  # overlaps the pasted face
+    assert list(face["probabilities"]) == list(FER2013_CLASSES)
+    assert abs(sum(face["probabilities"].values()) - 1) < 1e-3
+    assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
