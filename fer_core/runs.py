@@ -118,7 +118,9 @@ class RunStore:
         self.root = Path(root)
 
     def create(self, config: dict, run_id: str | None = None) -> Run:
-        run_id = check_run_id(run_id or time.strftime("%Y%m%d-%H%M%S-") + str(config.get("model", "run")))
+        if run_id is None:
+            run_id = time.strftime("%Y%m%d-%H%M%S-") + str(config.get("model", "run"))
+        run_id = check_run_id(run_id)
         path = self.root / run_id
         try:
             path.mkdir(parents=True)

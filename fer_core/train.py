@@ -341,6 +341,7 @@ class _Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    device: str = "cpu"  # where collective tensors live: NCCL only reduces CUDA tensors
 
     @property
     def main(self) -> bool:
@@ -354,7 +355,7 @@ class _Dist:
         """True on every process if ``flag`` is true on any."""
         if not self.on:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -363,9 +364,13 @@ def _init_distributed() -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)  # NCCL collectives and broadcast_object_list use the current device
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    device = f"cuda:{local_rank}" if dist.get_backend() == "nccl" else "cpu"
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
 class _StopFlag:
@@ -437,9 +442,13 @@ def train(config: TrainConfig | None = None, runs_root: str | Path = "runs", run
             _train_loop(config, run, dist_info, stop, dataset, resume is not None, progress)
         if dist_info.main:
             run.update_status(state="finished", ended=time.time(), progress=None)
+        if dist_info.on:  # the other processes return (and read the status) only once it is written
+            dist.barrier()
     except TrainingStopped:
         if dist_info.main:
             run.update_status(state="stopped", ended=time.time())
+        if dist_info.on:
+            dist.barrier()
         log.info("stopped; resume with: python -m fer_core train --resume %s", run.path)
     except BaseException as e:
         if dist_info.main:
@@ -513,9 +522,12 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
         _load_optimizer(optimizer, train_state, json.loads(meta["optimizer_groups"]))
         if ema is not None and any(k.startswith("ema.") for k in train_state):
             ema.module.load_state_dict({k[4:]: v for k, v in train_state.items() if k.startswith("ema.")})
-        rng.set_state(train_state["rng"])
         progress_state = json.loads(meta["progress"])
         guard.load(progress_state.pop("guard"))
+        if d.rank == 0:
+            rng.set_state(train_state["rng"])
+        else:  # only rank 0's generator is saved; the others must not all continue rank 0's stream
+            rng.manual_seed(cfg.seed * 1000 + d.rank + 7919 * progress_state["step"])
         if d.main:
             run.truncate_metrics(progress_state["epoch"])
             log.info("resumed from %s at epoch %d batch %d", run.last_checkpoint, progress_state["epoch"] + 1,

@@ -1,0 +1,194 @@
+"""The model factory: shapes, output stride, offline fallback, local weights files, stage layout."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import timm
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from fer_core.models import MODEL_NAMES, ModelError, create_model, default_output_stride, stage_modules
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():  # forward passes only; faster, and nothing here needs gradients
+        yield
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("size", [48, 64])
+def test_output_shape_for_grey_input(name, size):
+    model = create_model(name, num_classes=5, img_size=size).eval()
+    stem = stage_modules(model)[0][1][0]
+    assert stem.in_channels == 1
+    out = model(torch.randn(3, 1, size, size))
+    assert out.shape == (3, 5)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("stride,side", [(32, 2), (16, 3), (8, 6)])
+def test_output_stride_sets_final_map(name, stride, side):
+    model = create_model(name, num_classes=7, img_size=48, output_stride=stride).eval()
+    feats = model.forward_features(torch.randn(1, 1, 48, 48))
+    assert feats.shape[-2:] == (side, side)
+    assert model(torch.randn(1, 1, 48, 48)).shape == (1, 7)
+
+
+def test_default_output_stride_below_112_px_is_16():
+    assert default_output_stride(48) == 16 and default_output_stride(111) == 16
+    assert default_output_stride(112) == 32 and default_output_stride(224) == 32
+    feats = create_model("efficientnet_b0", img_size=64).eval().forward_features(torch.randn(1, 1, 64, 64))
+    assert feats.shape[-2:] == (4, 4)
+
+
+def test_unknown_model_and_bad_stride_raise_model_error():
+    with pytest.raises(ModelError, match="unknown model 'vgg16'"):
+        create_model("vgg16")
+    with pytest.raises(ModelError, match="output_stride"):
+        create_model("resnet18", output_stride=4)
+
+
+def test_pretrained_offline_falls_back_to_random_init(monkeypatch):
+    real = timm.create_model
+    calls = []
+
+    def fake_create_model(name, pretrained=False, **kwargs):
+        calls.append(pretrained)
+        if pretrained:
+            raise ConnectionError("hub unreachable (test)")
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", fake_create_model)
+    with pytest.warns(UserWarning, match="could not download pretrained weights.*ConnectionError"):
+        model = create_model("efficientnet_b0", num_classes=4, pretrained=True, img_size=48)
+    assert calls == [True, False]
+    model.eval()
+    assert model(torch.randn(2, 1, 48, 48)).shape == (2, 4)
+    # the fallback still gets the small-input stride
+    assert model.forward_features(torch.randn(1, 1, 48, 48)).shape[-2:] == (3, 3)
+
+
+def test_pretrained_is_not_attempted_with_a_weights_file(monkeypatch, tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file(timm.create_model("resnet18", num_classes=7, in_chans=1).state_dict(), str(path))
+    real = timm.create_model
+
+    def fake_create_model(name, pretrained=False, **kwargs):
+        assert not pretrained, "a weights file must not trigger a download"
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", fake_create_model)
+    create_model("resnet18", pretrained=True, weights_path=path)
+
+
+def test_torchvision_efficientnet_state_dict_maps_onto_timm(tmp_path):
+    tv = torchvision.models.efficientnet_b0(weights=None)
+    for m in tv.modules():  # non-trivial BatchNorm statistics, so a mis-pairing would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    sd = tv.state_dict()
+    path = tmp_path / "tv_effb0.pth"
+    torch.save(sd, path)
+    model = create_model("efficientnet_b0", num_classes=7, weights_path=path, img_size=48)
+    stem = sd["features.0.0.weight"]
+    assert stem.shape[1] == 3 and model.conv_stem.weight.shape[1] == 1
+    torch.testing.assert_close(model.conv_stem.weight, stem.sum(1, keepdim=True))
+    torch.testing.assert_close(model.bn1.running_mean, sd["features.0.1.running_mean"])
+    torch.testing.assert_close(model.blocks[3][1].conv_pw.weight, sd["features.4.1.block.0.0.weight"])
+    torch.testing.assert_close(model.blocks[1][0].se.conv_reduce.weight, sd["features.2.0.block.2.fc1.weight"])
+    torch.testing.assert_close(model.conv_head.weight, sd["features.8.0.weight"])
+    torch.testing.assert_close(model.bn2.running_var, sd["features.8.1.running_var"])
+    # the 1000-class ImageNet head does not fit 7 classes: a new head is kept
+    assert model.classifier.weight.shape == (7, 1280)
+
+
+def test_torchvision_resnet18_state_dict_loads_by_name(tmp_path):
+    tv = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "tv_r18.pt"
+    torch.save(tv.state_dict(), path)
+    model = create_model("resnet18", num_classes=3, weights_path=path)
+    torch.testing.assert_close(model.conv1.weight, tv.conv1.weight.sum(1, keepdim=True))
+    torch.testing.assert_close(model.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)
+    torch.testing.assert_close(model.layer4[0].downsample[0].weight, tv.layer4[0].downsample[0].weight)
+    assert model.fc.weight.shape == (3, 512)
+    model.eval()
+    assert model(torch.randn(1, 1, 48, 48)).shape == (1, 3)
+
+
+def test_safetensors_and_wrapped_state_dicts_load(tmp_path):
+    source = timm.create_model("resnet18", num_classes=7, in_chans=1)
+    path = tmp_path / "w.safetensors"
+    save_file(source.state_dict(), str(path))
+    model = create_model("resnet18", num_classes=7, weights_path=path)
+    for k, v in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, msg=k)
+
+    # a training checkpoint: {"state_dict": {"module.<name>": tensor}} as DDP saves it
+    wrapped = tmp_path / "ddp.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in source.state_dict().items()}, "epoch": 3}, wrapped)
+    model = create_model("resnet18", num_classes=7, weights_path=wrapped)
+    torch.testing.assert_close(model.fc.weight, source.fc.weight)
+
+
+class _Payload:
+    """Unpickling this would create a marker file: proof that arbitrary code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_pickled_objects_are_refused_without_running_them(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    state = timm.create_model("resnet18", num_classes=7, in_chans=1).state_dict()
+    torch.save({**state, "payload": _Payload(marker)}, path)
+    with pytest.raises(ModelError, match="not a weights file PyTorch can read safely"):
+        create_model("resnet18", weights_path=path)
+    assert not marker.exists()
+
+
+def test_non_tensor_values_and_missing_file_are_refused(tmp_path):
+    path = tmp_path / "numbers.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "lr": 0.1}, path)
+    with pytest.raises(ModelError, match="does not hold a state dict of tensors"):
+        create_model("resnet18", weights_path=path)
+    with pytest.raises(ModelError, match="not found"):
+        create_model("resnet18", weights_path=tmp_path / "missing.pth")
+
+
+def test_mismatched_weights_raise_model_error(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(ModelError, match="do not map onto"):
+        create_model("efficientnet_b0", weights_path=path)
+    # same names, but a backbone tensor of the wrong shape
+    state = timm.create_model("resnet18", num_classes=7, in_chans=1).state_dict()
+    state["layer2.0.conv1.weight"] = torch.zeros(128, 64, 5, 5)
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad))
+    with pytest.raises(ModelError, match="layer2.0.conv1.weight"):
+        create_model("resnet18", weights_path=bad)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_stage_modules_cover_every_parameter_once(name):
+    model = create_model(name, num_classes=7)
+    stages = stage_modules(model)
+    assert stages[0][0] == "stem" and stages[-1][0] == "classifier"
+    assert stages[-1][1] is model.get_classifier()
+    seen: dict[int, int] = {}
+    for _, module in stages:
+        for p in module.parameters():
+            seen[id(p)] = seen.get(id(p), 0) + 1
+    params = {id(p) for p in model.parameters()}
+    assert set(seen) == params
+    assert all(n == 1 for n in seen.values())
+    assert len(set(n for n, _ in stages)) == len(stages)
