@@ -1,6 +1,6 @@
 """Training images/s of the real input pipeline against the model step alone.
 
-The pipeline is fer_core.train's, step for step: index a batch of the in-memory uint8 FER-2013
+The pipeline is fer_core.training's, step for step: index a batch of the in-memory uint8 FER-2013
 training tensor, BatchAugment it (flip/rotate/scale/shift/brightness/erasing in one grid_sample),
 mix it with TargetMixer (mixup or smoothed one-hot), then the model step (forward, class-weighted
 soft-target loss, finiteness check, backward, gradient clipping, AdamW, weight EMA) with the
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from fer_core.data import load_dataset  # noqa: E402
 from fer_core.models import MODEL_NAMES, create_model  # noqa: E402
-from fer_core.train import (PRESETS, BatchAugment, NonFiniteLossGuard, TargetMixer, TrainConfig,  # noqa: E402
+from fer_core.training import (PRESETS, BatchAugment, NonFiniteLossGuard, TargetMixer, TrainConfig,  # noqa: E402
                             class_weights, lr_factor, param_groups, soft_target_loss)
 
 LIMIT = 0.10  # the pipeline may cost at most 10% over the model step
@@ -50,7 +50,7 @@ def load_images(data: Path, img_size: int, num_classes_default: int = 7):
 
 
 class Trainer:
-    """fer_core.train's model step (CPU, so no autocast; the disabled GradScaler is kept as there)."""
+    """fer_core.training's model step (CPU, so no autocast; the disabled GradScaler is kept as there)."""
 
     def __init__(self, cfg: TrainConfig, num_classes: int, counts: list[int], total_steps: int):
         from timm.utils import ModelEmaV3

@@ -13,12 +13,12 @@ Nothing here imports Streamlit; the dashboard is a view over these functions.
 from .checkpoint import CheckpointError, FerClassifier, read_metadata
 from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, FerDataset, FerSplit, find_fer2013, load_dataset,
                    parse_class_list)
-from .evaluate import build_report, evaluate, load_report, save_report
-from .explain import CAM_METHODS, Explanation, explain
+from .evaluation import build_report, evaluate, load_report, save_report
+from .explanation import CAM_METHODS, Explanation, explain
 from .models import MODEL_NAMES, ModelError, create_model
 from .predict import ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image, predict_paths
 from .runs import Run, RunError, RunStore
-from .train import PRESETS, TrainConfig, TrainingDiverged, train
+from .training import PRESETS, TrainConfig, TrainingDiverged, train
 
 __version__ = "0.1.0"
 

@@ -57,7 +57,7 @@ _TRAIN_HELP = {
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag a ``TrainConfig`` field (``--batch-size`` for ``batch_size``), default None."""
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -78,7 +78,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args) -> int:
     from .data import parse_class_list
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     overrides = {}
     for f in dataclasses.fields(TrainConfig):
@@ -120,7 +120,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .checkpoint import FerClassifier
     from .data import load_dataset
-    from .evaluate import evaluate, save_report, summary_line
+    from .evaluation import evaluate, save_report, summary_line
 
     ckpt = _checkpoint(args.checkpoint)
     classifier = FerClassifier.from_checkpoint(ckpt)
@@ -169,7 +169,7 @@ def cmd_explain(args) -> int:
     import cv2
 
     from .checkpoint import FerClassifier
-    from .explain import explain, explanation_figure
+    from .explanation import explain, explanation_figure
     from .predict import face_crops, load_image
 
     classifier = FerClassifier.from_checkpoint(_checkpoint(args.checkpoint))
@@ -215,9 +215,9 @@ def _checkpoint(path: str | None) -> Path:
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .evaluate import TTA_MODES
-    from .explain import CAM_METHODS
-    from .train import PRESETS
+    from .evaluation import TTA_MODES
+    from .explanation import CAM_METHODS
+    from .training import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m fer_core", description="FER Studio: facial expression recognition "
                                 "on FER-2013 (train, evaluate, explain, predict).")
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     from .models import ModelError
     from .predict import ImageError
     from .runs import RunError
-    from .train import TrainingDiverged
+    from .training import TrainingDiverged
 
     expected = (CliError, DataError, ModelError, CheckpointError, ImageError, RunError, TrainingDiverged,
                 ValueError, FileNotFoundError)

@@ -24,7 +24,7 @@ import pytest
 from conftest import ROOT, make_folder_dataset, synthetic_face
 from fer_core.checkpoint import FerClassifier
 from fer_core.data import FER2013_CLASSES, load_dataset
-from fer_core.evaluate import evaluate
+from fer_core.evaluation import evaluate
 
 SUBCOMMANDS = ("info", "train", "evaluate", "predict", "explain", "export")
 FACE_BOX = (220, 100, 160, 160)  # where the face_photo fixture pastes its face (x, y, w, h)
@@ -90,7 +90,7 @@ def assert_one_line_error(result, *fragments: str) -> str:
 
 def _subset_checkpoint(base: Path) -> Path:
     """A tiny checkpoint trained on two classes only (a few seconds)."""
-    from fer_core.train import TrainConfig, train
+    from fer_core.training import TrainConfig, train
 
     data = make_folder_dataset(base / "data", per_class={"happy": 16, "sad": 16, "angry": 4})
     cfg = TrainConfig(data=str(data), classes=["happy", "sad"], epochs=1, batch_size=16, img_size=48,

@@ -1,4 +1,4 @@
-"""fer_core.evaluate: reports from hand-made arrays, test-time augmentation, evaluation and JSON."""
+"""fer_core.evaluation: reports from hand-made arrays, test-time augmentation, evaluation and JSON."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import torch
 
 from fer_core.checkpoint import FerClassifier
 from fer_core.data import load_dataset
-from fer_core.evaluate import (build_report, calibration, evaluate, load_report, predict_split,
+from fer_core.evaluation import (build_report, calibration, evaluate, load_report, predict_split,
                                save_report, summary_line, tta_views)
 
 NAMES = ("a", "b", "c")

@@ -1,4 +1,4 @@
-"""fer_core.explain: class-activation maps on EfficientNet-B0 and ResNet-18 classifiers."""
+"""fer_core.explanation: class-activation maps on EfficientNet-B0 and ResNet-18 classifiers."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +8,9 @@ import torch
 from conftest import synthetic_face
 from fer_core.checkpoint import FerClassifier, model_metadata, read_metadata, save_checkpoint
 from fer_core.data import FER2013_CLASSES
-from fer_core.explain import Explanation, explain, explanation_figure
+from fer_core.explanation import Explanation, explain, explanation_figure
 from fer_core.models import create_model
-from fer_core.train import GREY_MEAN, GREY_STD
+from fer_core.training import GREY_MEAN, GREY_STD
 
 METHODS = ("gradcam", "gradcam++", "eigencam")
 

@@ -4,7 +4,6 @@ slow run on real FER-2013 images."""
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import os
 import shutil
@@ -25,8 +24,8 @@ from fer_core.checkpoint import FerClassifier, read_metadata, read_tensors
 from fer_core.data import FER2013_CLASSES, load_dataset
 from fer_core.models import create_model, stage_modules
 from fer_core.runs import Run, RunError, RunStore
-train_mod = importlib.import_module("fer_core.train")  # the package re-exports train(), shadowing the module
-from fer_core.train import (GREY_MEAN, GREY_STD, PRESETS, BatchAugment, NonFiniteLossGuard, TargetMixer, TrainConfig,
+import fer_core.training as train_mod
+from fer_core.training import (GREY_MEAN, GREY_STD, PRESETS, BatchAugment, NonFiniteLossGuard, TargetMixer, TrainConfig,
                             TrainingDiverged, apply_unfreezing, class_weights, lr_factor, param_groups,
                             set_frozen_bn_eval, soft_target_loss, train, unfrozen_stage_count)
 

@@ -32,7 +32,7 @@ from .data import FerDataset, FerSplit, load_dataset
 from .models import create_model, default_output_stride, stage_modules
 from .runs import Run, RunStore
 
-log = logging.getLogger("fer_core.train")
+log = logging.getLogger("fer_core.training")
 
 # Grey-level normalisation: the mean of ImageNet's RGB statistics, which is what a pretrained RGB
 # stem summed to one channel expects.
