@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +74,18 @@ class Run:
             status = json.loads(self.status_path.read_text())
         except (OSError, ValueError):
             return {"state": "queued"}
-        if status.get("state") == "running" and status.get("host") == os.uname().nodename \
-                and not _pid_alive(status.get("pid")):
+        if status.get("state") in ("running", "queued") and status.get("pid") \
+                and status.get("host") == os.uname().nodename and not _pid_alive(status.get("pid")):
             status = {**status, "state": "stopped", "error": "the training process ended without "
-                      "saying so (killed?); resume it from its last checkpoint"}
+                      "saying so (killed?); resume it from its last checkpoint" + self._process_log_tail()}
         return status
+
+    def _process_log_tail(self) -> str:
+        try:
+            lines = [ln for ln in (self.path / "process.log").read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return f". Last output: {lines[-1][-300:]}" if lines else ""
 
     def update_status(self, **fields) -> dict:
         try:
@@ -104,6 +114,30 @@ class Run:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def start(self) -> int:
+        """Train this run in a detached background process (``python -m fer_core train --resume``),
+        so it outlives the caller (a dashboard page, a closed tab). Returns the process id."""
+        if self.status()["state"] == "running":
+            raise RunError(f"run {self.run_id} is already running")
+        package_root = Path(__file__).resolve().parent.parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root),
+                                                                          os.environ.get("PYTHONPATH")]))}
+        with open(self.path / "process.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "fer_core", "train", "--out", str(self.path.parent.resolve()),
+                                     "--resume", self.run_id], stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        self.update_status(state="queued", pid=proc.pid, host=os.uname().nodename, launched=time.time(), error=None)
+        return proc.pid
+
+    def stop(self) -> bool:
+        """Ask the training process to stop after its current batch (it saves ``last``)."""
+        status = self.status()
+        pid = status.get("pid")
+        if status.get("state") not in ("running", "queued") or not _pid_alive(pid):
+            return False
+        os.kill(pid, signal.SIGTERM)
+        return True
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """Keep the rows of the first ``epochs_done`` epochs (used when resuming)."""

@@ -1,0 +1,65 @@
+"""Locations and cached loaders shared by the pages."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from fer_core import FerClassifier, RunStore, find_fer2013, load_dataset, load_report, read_metadata
+from fer_core.checkpoint import CheckpointError
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_DIR = Path(os.environ.get("FER_STUDIO_CHECKPOINTS", ROOT / "checkpoints"))
+RUNS_DIR = Path(os.environ.get("FER_STUDIO_RUNS", ROOT / "runs"))
+
+
+def run_store() -> RunStore:
+    return RunStore(RUNS_DIR)
+
+
+def checkpoint_choices() -> dict[str, Path]:
+    """Label -> checkpoint file: the bundled ones first, then each run's best checkpoint."""
+    choices = {f"bundled: {p.stem}": p for p in sorted(CHECKPOINT_DIR.glob("*.safetensors"))}
+    for run in run_store().list():
+        if run.best_checkpoint.exists():
+            choices[f"run: {run.run_id}"] = run.best_checkpoint
+    return choices
+
+
+def saved_reports(checkpoint: Path) -> dict[str, Path]:
+    """Evaluation reports saved beside a checkpoint: ``<stem>.<split>[.tta].json`` -> {label: path}."""
+    return {p.name[len(checkpoint.stem) + 1:-5]: p
+            for p in sorted(checkpoint.parent.glob(f"{checkpoint.stem}.*.json"))}
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def classifier(path: str, mtime: float) -> FerClassifier:
+    """A model, cached per file version (``mtime`` invalidates a rewritten checkpoint)."""
+    return FerClassifier.from_checkpoint(path)
+
+
+def load_classifier(path: Path) -> FerClassifier:
+    return classifier(str(path), path.stat().st_mtime)
+
+
+@st.cache_data(show_spinner=False)
+def checkpoint_metadata(path: str, mtime: float) -> dict | None:
+    try:
+        return read_metadata(path)
+    except CheckpointError:
+        return None
+
+
+@st.cache_resource(show_spinner="Reading the data set…")
+def dataset(path: str, classes: tuple[str, ...] | None = None):
+    return load_dataset(path, classes=list(classes) if classes else None)
+
+
+@st.cache_data(show_spinner=False)
+def report(path: str, mtime: float) -> dict:
+    return load_report(path)
+
+
+def data_path() -> Path | None:
+    return find_fer2013()
