@@ -10,17 +10,34 @@ from fer_core import FerClassifier, RunStore, find_fer2013, load_dataset, load_r
 from fer_core.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT_DIR = Path(os.environ.get("FER_STUDIO_CHECKPOINTS", ROOT / "checkpoints"))
-RUNS_DIR = Path(os.environ.get("FER_STUDIO_RUNS", ROOT / "runs"))
+
+
+def checkpoint_dir() -> Path:
+    """``$FER_STUDIO_CHECKPOINTS`` or ``checkpoints/``, read on each call (tests set it per test)."""
+    return Path(os.environ.get("FER_STUDIO_CHECKPOINTS", ROOT / "checkpoints"))
+
+
+def runs_dir() -> Path:
+    """``$FER_STUDIO_RUNS`` or ``runs/``, read on each call."""
+    return Path(os.environ.get("FER_STUDIO_RUNS", ROOT / "runs"))
+
+
+def __getattr__(name: str):
+    # CHECKPOINT_DIR and RUNS_DIR stay importable, but follow the environment at the time of use
+    if name == "CHECKPOINT_DIR":
+        return checkpoint_dir()
+    if name == "RUNS_DIR":
+        return runs_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_store() -> RunStore:
-    return RunStore(RUNS_DIR)
+    return RunStore(runs_dir())
 
 
 def checkpoint_choices() -> dict[str, Path]:
     """Label -> checkpoint file: the bundled ones first, then each run's best checkpoint."""
-    choices = {f"bundled: {p.stem}": p for p in sorted(CHECKPOINT_DIR.glob("*.safetensors"))}
+    choices = {f"bundled: {p.stem}": p for p in sorted(checkpoint_dir().glob("*.safetensors"))}
     for run in run_store().list():
         if run.best_checkpoint.exists():
             choices[f"run: {run.run_id}"] = run.best_checkpoint

@@ -1,0 +1,224 @@
+"""Tables and Plotly figures of evaluation reports (the dicts of ``fer_core.evaluation.build_report``).
+
+Plain functions of report dicts, without Streamlit, so that each can be tested on a hand-made report.
+A report's classes are ``report["class_names"]``; ``per_class`` is keyed by those names; rows of the
+confusion matrix are the true classes, columns the predicted ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+METRIC_NAMES = {"precision": "Precision", "recall": "Recall", "f1": "F1"}
+RIGHT_WRONG_COLOURS = {"right": "#2a9d8f", "wrong": "#e76f51"}
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+def per_class_table(report: dict) -> pd.DataFrame:
+    """One row a class: precision, recall, F1, support, predicted, mean confidence right/wrong, ECE."""
+    rows = []
+    for name in report["class_names"]:
+        pc = report["per_class"][name]
+        rows.append({"class": name, "precision": pc["precision"], "recall": pc["recall"], "f1": pc["f1"],
+                     "support": pc["support"], "predicted": pc["predicted"],
+                     "mean_confidence_correct": pc.get("mean_confidence_correct"),
+                     "mean_confidence_wrong": pc.get("mean_confidence_wrong"),
+                     "ece": pc.get("calibration_ece")})
+    return pd.DataFrame(rows)
+
+
+def predictions_table(report: dict) -> pd.DataFrame:
+    """One row an image: id, true and predicted class, confidence, right?, and each class's probability."""
+    names = report["class_names"]
+    rows = []
+    for p in report.get("predictions", []):
+        probs = p["probabilities"]
+        rows.append({"id": p["id"], "true": p["true"], "predicted": p["predicted"],
+                     "confidence": float(max(probs)) if probs else None, "correct": p["true"] == p["predicted"],
+                     **{f"p_{c}": float(v) for c, v in zip(names, probs)}})
+    columns = ["id", "true", "predicted", "confidence", "correct"] + [f"p_{c}" for c in names]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def headline(report: dict) -> dict:
+    """The numbers a report is summed up by."""
+    return {"images": report["num_images"], "accuracy": report["accuracy"],
+            "macro_precision": report["macro"]["precision"], "macro_recall": report["macro"]["recall"],
+            "macro_f1": report["macro"]["f1"], "weighted_f1": report["weighted"]["f1"], "ece": report.get("ece")}
+
+
+def comparison_table(reports: dict[str, dict]) -> pd.DataFrame:
+    """One row a report (keyed by label): the headline numbers and each class's F1."""
+    classes = _union_classes(reports.values())
+    rows = []
+    for label, rep in reports.items():
+        rows.append({"report": label, **headline(rep),
+                     **{f"f1_{c}": rep["per_class"][c]["f1"] if c in rep["per_class"] else None for c in classes}})
+    return pd.DataFrame(rows)
+
+
+def misclassified(report: dict, true: str | None = None, predicted: str | None = None,
+                  limit: int | None = 48) -> tuple[list[dict], int]:
+    """The wrong answers (optionally of one true and/or predicted class), most confident first, at most
+    ``limit``; and how many there are in all. Each: id, true, predicted, confidence."""
+    wrong = [{"id": p["id"], "true": p["true"], "predicted": p["predicted"],
+              "confidence": float(max(p["probabilities"]))}
+             for p in report.get("predictions", [])
+             if p["true"] != p["predicted"] and (true is None or p["true"] == true)
+             and (predicted is None or p["predicted"] == predicted)]
+    wrong.sort(key=lambda r: -r["confidence"])
+    return (wrong if limit is None else wrong[:limit]), len(wrong)
+
+
+def confusion_values(report: dict, normalise: bool = False) -> np.ndarray:
+    """The confusion matrix (rows true, columns predicted): counts, or each row divided by its sum
+    (a row with no images stays zero)."""
+    cm = np.asarray(report["confusion_matrix"], dtype=float)
+    if not normalise:
+        return cm
+    sums = cm.sum(1, keepdims=True)
+    return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+def per_class_bars(report: dict) -> go.Figure:
+    """Grouped bars: precision, recall and F1 of each class."""
+    names = report["class_names"]
+    fig = go.Figure([go.Bar(name=label, x=names, y=[report["per_class"][c][key] for c in names],
+                            hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>")
+                     for key, label in METRIC_NAMES.items()])
+    fig.update_layout(barmode="group", yaxis=dict(title="score", range=[0, 1]), xaxis_title="class",
+                      legend_title_text="", margin=dict(t=30, b=10))
+    return fig
+
+
+def confusion_heatmap(report: dict, normalise: bool = False) -> go.Figure:
+    """The confusion matrix as a heat map, true classes down, predicted across; counts or row shares."""
+    names = report["class_names"]
+    z = confusion_values(report, normalise)
+    text = [[f"{v:.0%}" if normalise else f"{int(v)}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(
+        z=z.tolist(), x=names, y=names, text=text, texttemplate="%{text}", colorscale="Blues",
+        zmin=0, zmax=1 if normalise else None, colorbar=dict(title="share" if normalise else "images"),
+        hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    fig.update_layout(xaxis=dict(title="predicted", side="bottom"),
+                      yaxis=dict(title="true", autorange="reversed", scaleanchor="x"), margin=dict(t=30, b=10))
+    return fig
+
+
+def confidence_distribution(report: dict, kind: str = "box") -> go.Figure:
+    """Confidence (top probability) of each image by true class, right and wrong answers side by side."""
+    if kind not in ("box", "violin"):
+        raise ValueError(f"kind must be 'box' or 'violin', not {kind!r}")
+    table = predictions_table(report)
+    fig = go.Figure()
+    for outcome, correct in (("right", True), ("wrong", False)):
+        part = table[table["correct"] == correct]
+        common = dict(name=outcome, x=part["true"].tolist(), y=part["confidence"].tolist(),
+                      marker_color=RIGHT_WRONG_COLOURS[outcome], legendgroup=outcome)
+        if kind == "box":
+            fig.add_trace(go.Box(**common, boxpoints="outliers"))
+        else:
+            fig.add_trace(go.Violin(**common, box_visible=True, meanline_visible=True, points=False, scalemode="width"))
+    order = report["class_names"]
+    layout = dict(xaxis=dict(title="true class", categoryorder="array", categoryarray=order),
+                  yaxis=dict(title="confidence", range=[0, 1.02]), legend_title_text="answer", margin=dict(t=30, b=10))
+    if kind == "box":
+        fig.update_layout(boxmode="group", **layout)
+    else:
+        fig.update_layout(violinmode="group", **layout)
+    return fig
+
+
+def reliability_bins(report: dict, class_name: str | None = None) -> list[dict]:
+    """The reliability bins of all answers, or of the answers that predicted ``class_name``."""
+    if class_name is None:
+        return report["reliability"]
+    return report["per_class"][class_name]["calibration_bins"]
+
+
+def reliability_diagram(report: dict, class_name: str | None = None) -> go.Figure:
+    """Accuracy against confidence in equal-width confidence bins (empty bins left out), with the
+    diagonal of perfect calibration; for one class, of the answers that predicted that class."""
+    bins = [b for b in reliability_bins(report, class_name) if b["count"]]
+    ece = report["ece"] if class_name is None else report["per_class"][class_name].get("calibration_ece")
+    centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
+    widths = [b["upper"] - b["lower"] for b in bins]
+    fig = go.Figure([
+        go.Bar(name="accuracy", x=centres, y=[b["accuracy"] for b in bins], width=widths, marker_color="#2a6fdb",
+               customdata=[[b["count"], b["confidence"]] for b in bins],
+               hovertemplate="confidence %{customdata[1]:.3f}: accuracy %{y:.3f} (%{customdata[0]} images)"
+                             "<extra></extra>"),
+        go.Scatter(name="mean confidence", x=centres, y=[b["confidence"] for b in bins], mode="markers",
+                   marker=dict(color="#e76f51", symbol="line-ew-open", size=14, line_width=2)),
+        go.Scatter(name="perfect calibration", x=[0, 1], y=[0, 1], mode="lines",
+                   line=dict(dash="dash", color="grey")),
+    ])
+    who = "all answers" if class_name is None else f"answers '{class_name}'"
+    title = f"{who}: ECE {ece:.3f}" if ece is not None else f"{who}: no answers"
+    fig.update_layout(title=title, xaxis=dict(title="confidence", range=[0, 1]),
+                      yaxis=dict(title="accuracy", range=[0, 1]), bargap=0.05, legend_title_text="",
+                      margin=dict(t=40, b=10))
+    return fig
+
+
+def ece_per_class_bars(report: dict) -> go.Figure:
+    """Expected calibration error of each class's answers, with the overall ECE as a line."""
+    names = report["class_names"]
+    values = [report["per_class"][c].get("calibration_ece") for c in names]
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color="#8d6cd1", name="class ECE",
+                           hovertemplate="%{x}: ECE %{y:.3f}<extra></extra>"))
+    if report.get("ece") is not None:
+        fig.add_hline(y=report["ece"], line_dash="dash", line_color="grey",
+                      annotation_text=f"overall {report['ece']:.3f}", annotation_position="top left")
+    fig.update_layout(xaxis_title="predicted class", yaxis_title="ECE", margin=dict(t=30, b=10))
+    return fig
+
+
+def frequency_vs_recall(report: dict, counts: dict[str, int] | None = None,
+                        count_label: str = "support (images in the evaluated split)") -> go.Figure:
+    """Each class's image count (``counts``, or its support in the report) against its recall."""
+    names = report["class_names"]
+    if counts is None:
+        counts = {c: report["per_class"][c]["support"] for c in names}
+    fig = go.Figure(go.Scatter(
+        x=[counts.get(c, 0) for c in names], y=[report["per_class"][c]["recall"] for c in names], text=names,
+        mode="markers+text", textposition="top center", marker=dict(size=12, color="#2a6fdb"),
+        hovertemplate="%{text}: %{x:,} images, recall %{y:.3f}<extra></extra>"))
+    fig.update_layout(xaxis_title=count_label, yaxis=dict(title="recall", range=[0, 1.08]), margin=dict(t=30, b=10))
+    return fig
+
+
+def comparison_f1_bars(reports: dict[str, dict]) -> go.Figure:
+    """Grouped bars of per-class F1, one colour a report."""
+    classes = _union_classes(reports.values())
+    fig = go.Figure([go.Bar(name=label, x=classes,
+                            y=[rep["per_class"][c]["f1"] if c in rep["per_class"] else None for c in classes])
+                     for label, rep in reports.items()])
+    fig.update_layout(barmode="group", xaxis_title="class", yaxis=dict(title="F1", range=[0, 1]),
+                      legend=dict(orientation="h", y=-0.25), margin=dict(t=30, b=10))
+    return fig
+
+
+HEADLINE_BARS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted F1", "ece": "ECE"}
+
+
+def comparison_headline_bars(reports: dict[str, dict]) -> go.Figure:
+    """Grouped bars of accuracy, macro-F1, weighted F1 and ECE, one colour a report."""
+    fig = go.Figure()
+    for label, rep in reports.items():
+        h = headline(rep)
+        fig.add_trace(go.Bar(name=label, x=list(HEADLINE_BARS.values()), y=[h[k] for k in HEADLINE_BARS]))
+    fig.update_layout(barmode="group", yaxis=dict(title="value", range=[0, 1]),
+                      legend=dict(orientation="h", y=-0.25), margin=dict(t=30, b=10))
+    return fig
+
+
+def _union_classes(reports) -> list[str]:
+    seen: list[str] = []
+    for rep in reports:
+        seen += [c for c in rep["class_names"] if c not in seen]
+    return seen

@@ -1,0 +1,258 @@
+"""Metrics: per-class scores, confusion, calibration and bias of a checkpoint, and checkpoints side by side.
+
+Reports are saved JSON beside a checkpoint (``<stem>.<split>[.<tta>].json``, written by
+``python -m fer_core evaluate --json``), so they show without the data set; with the data set present
+any split can be evaluated here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import charts, common
+from fer_core import DataError, evaluate, save_report
+from fer_core.evaluation import TTA_MODES
+
+GALLERY_LIMIT = 48
+
+st.set_page_config(page_title="Metrics · FER Studio", page_icon="📊", layout="wide")
+
+
+@st.cache_data(show_spinner="Evaluating the checkpoint…", max_entries=16)
+def evaluated_report(checkpoint: str, mtime: float, data: str, split: str, tta: str) -> dict:
+    """A report computed on the data set, cached per checkpoint version, data set, split and TTA."""
+    classifier = common.classifier(checkpoint, mtime)
+    ds = common.dataset(data, tuple(classifier.class_names))
+    report = evaluate(classifier, ds.split(split), split, tta=tta, source=ds.source)
+    report["checkpoint"] = checkpoint
+    return report
+
+
+@st.cache_resource(show_spinner=False)
+def image_index(data: str, classes: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+    """Image id -> (split, position) in the data set, to find a report's images."""
+    ds = common.dataset(data, classes)
+    return {image_id: (name, i) for name, sp in ds.splits.items() for i, image_id in enumerate(sp.ids)}
+
+
+def report_split_and_tta(label: str, report: dict) -> tuple[str, str]:
+    """A saved report's split and TTA: its own fields, else its file label ``<split>[.<tta>]``."""
+    split, _, tta = label.partition(".")
+    return report.get("split") or split, report.get("tta") or tta or "none"
+
+
+def saved_report_file(checkpoint: Path, split: str, tta: str) -> Path:
+    return checkpoint.parent / f"{checkpoint.stem}.{split}{'' if tta == 'none' else '.' + tta}.json"
+
+
+st.title("Metrics and model bias")
+st.write("Where the model is right and wrong, class by class: precision, recall and F1, the confusion matrix, "
+         "how sure it is of right and wrong answers, whether that confidence is calibrated, and the images it "
+         "gets wrong.")
+
+# --- checkpoint, split, report ------------------------------------------------------------------
+
+choices = common.checkpoint_choices()
+if not choices:
+    st.info(f"No checkpoint found: none in `{common.checkpoint_dir()}` and no training run in "
+            f"`{common.runs_dir()}`. Train one on the Train page or with `python -m fer_core train --data PATH`.")
+    st.stop()
+
+labels = list(choices)
+runs_first = [lab for lab in labels if lab.startswith("run:")]
+col_ckpt, col_split, col_tta = st.columns([2, 1, 1])
+ckpt_label = col_ckpt.selectbox("Checkpoint", labels, index=labels.index(runs_first[0]) if runs_first else 0,
+                                key="metrics_checkpoint",
+                                help="A checkpoint in checkpoints/ or a training run's best checkpoint.")
+ckpt = choices[ckpt_label]
+mtime = ckpt.stat().st_mtime
+meta = common.checkpoint_metadata(str(ckpt), mtime)
+if meta is None:
+    st.error(f"`{ckpt}` is not a FER Studio checkpoint.")
+    st.stop()
+class_names = tuple(meta["class_names"])
+
+saved: dict[tuple[str, str], tuple[str, Path]] = {}   # (split, tta) -> (label, file)
+for label, path in common.saved_reports(ckpt).items():
+    try:
+        saved.setdefault(report_split_and_tta(label, common.report(str(path), path.stat().st_mtime)), (label, path))
+    except (OSError, ValueError) as e:
+        st.warning(f"Could not read the saved report `{path.name}`: {e}")
+
+data = common.data_path()
+ds = None
+if data is not None:
+    try:
+        ds = common.dataset(str(data), class_names)
+    except DataError as e:
+        st.warning(f"The data set at `{data}` cannot be used with this checkpoint: {e}")
+
+split_options = [split for split, _ in saved]
+if ds is not None:   # then the test splits (the last one first), validation, both test splits, training
+    split_options += [*reversed(ds.test_splits), ds.validation_split, *(["test"] if len(ds.test_splits) > 1 else []),
+                      *ds.splits]
+split_options = list(dict.fromkeys(split_options))
+if not split_options:
+    st.info(f"No saved report for `{ckpt.name}` and FER-2013 was not found, so there is nothing to show. "
+            "Either put the data set in `data/fer2013/` (or set `FER2013_PATH`) and evaluate here, or save a "
+            f"report beside the checkpoint: `python -m fer_core evaluate --checkpoint {ckpt} --data PATH "
+            f"--split PrivateTest --json {saved_report_file(ckpt, 'PrivateTest', 'none')}`.")
+    st.stop()
+split = col_split.selectbox("Split", split_options, key=f"metrics_split::{ckpt}",
+                            help="Splits with a saved report come first; the others can be evaluated here when "
+                                 "the data set is present. 'test' joins FER-2013's two test splits.")
+saved_tta = [t for s, t in saved if s == split]
+tta_options = list(dict.fromkeys([*TTA_MODES, *saved_tta]))   # a saved report may name a mode of its own
+tta = col_tta.selectbox("Test-time augmentation", tta_options, key=f"metrics_tta::{ckpt}::{split}",
+                        index=tta_options.index(saved_tta[0]) if saved_tta else 0,
+                        help="flip: average with the mirror image; flip+crops: and four shifted crops of each.")
+
+evaluated = st.session_state.setdefault("metrics_evaluated", set())   # evaluations asked for in this session
+eval_key = (str(ckpt), mtime, str(data), split, tta)
+if (split, tta) in saved:
+    saved_label, saved_path = saved[(split, tta)]
+    report = common.report(str(saved_path), saved_path.stat().st_mtime)
+    current_label = f"{ckpt_label} · {saved_label}"
+    st.caption(f"From the saved report `{saved_path}`.")
+elif ds is not None:
+    n_images = len(ds.split(split))
+    if not n_images:
+        st.info(f"The split **{split}** of `{data}` has no images of this checkpoint's classes.")
+        st.stop()
+    if eval_key not in evaluated:
+        st.info(f"No saved report for **{split}** with TTA **{tta}**. Evaluate the checkpoint on its "
+                f"{n_images:,} images from `{data}`? On a CPU this takes seconds for a test split, minutes for "
+                "the training split or with flip+crops.")
+        if not st.button("Evaluate now", type="primary"):
+            st.stop()
+        evaluated.add(eval_key)
+    report = evaluated_report(*eval_key)
+    current_label = f"{ckpt_label} · {split} (TTA {tta}, evaluated now)"
+    st.caption(f"Evaluated now on {n_images:,} images of `{data}`.")
+    if st.button("Save this report beside the checkpoint",
+                 help=f"Writes {saved_report_file(ckpt, split, tta).name}, so it shows without the data set."):
+        save_report(report, saved_report_file(ckpt, split, tta))
+        st.success(f"Saved `{saved_report_file(ckpt, split, tta)}`.")
+else:
+    st.info(f"No saved report for **{split}** with TTA **{tta}**, and FER-2013 was not found to evaluate it. "
+            f"Saved reports for this checkpoint: {', '.join(f'{s} (TTA {t})' for s, t in saved) or 'none'}. "
+            "Put the data set in `data/fer2013/` (or set `FER2013_PATH`) to evaluate other splits.")
+    st.stop()
+
+# --- headline ----------------------------------------------------------------------------------
+
+head = charts.headline(report)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Accuracy", f"{head['accuracy']:.1%}")
+c2.metric("Macro-F1", f"{head['macro_f1']:.3f}", help="The mean of the classes' F1: every class counts the same.")
+c3.metric("ECE", "n/a" if head["ece"] is None else f"{head['ece']:.3f}",
+          help="Expected calibration error: how far confidence is from accuracy, averaged over 15 confidence bins.")
+c4.metric("Images", f"{head['images']:,}")
+st.caption(f"Split {report.get('split', split)}, TTA {report.get('tta', tta)}; macro precision "
+           f"{head['macro_precision']:.3f}, macro recall {head['macro_recall']:.3f}, weighted F1 "
+           f"{head['weighted_f1']:.3f}." + (f" Data: `{report['data']}`." if report.get("data") else ""))
+
+# --- per class ---------------------------------------------------------------------------------
+
+st.header("Per class")
+per_class = charts.per_class_table(report)
+st.plotly_chart(charts.per_class_bars(report), key="metrics_per_class")
+st.dataframe(per_class, hide_index=True,
+             column_config={k: st.column_config.NumberColumn(format="%.3f")
+                            for k in ("precision", "recall", "f1", "mean_confidence_correct",
+                                      "mean_confidence_wrong", "ece")})
+stem = saved_report_file(ckpt, report.get("split") or split, report.get("tta") or tta).stem
+d1, d2 = st.columns(2)
+d1.download_button("Download the per-class table (CSV)", per_class.to_csv(index=False).encode(),
+                   file_name=f"{stem}.per_class.csv", mime="text/csv", key="metrics_csv_per_class")
+d2.download_button("Download the per-image predictions (CSV)",
+                   charts.predictions_table(report).to_csv(index=False).encode(),
+                   file_name=f"{stem}.predictions.csv", mime="text/csv", key="metrics_csv_predictions")
+
+st.subheader("Confusion matrix")
+cm_mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="metrics_cm_mode",
+                   help="Row-normalised: each true class's row sums to 1, so the diagonal is the recall.")
+st.plotly_chart(charts.confusion_heatmap(report, normalise=cm_mode == "row-normalised"), key="metrics_confusion")
+
+# --- bias --------------------------------------------------------------------------------------
+
+st.header("Bias")
+st.subheader("Confidence of right and wrong answers")
+kind = st.radio("Plot", ["box", "violin"], horizontal=True, key="metrics_conf_kind")
+st.plotly_chart(charts.confidence_distribution(report, kind), key="metrics_confidence")
+st.caption("Confidence is the top class probability; images are grouped by their true class. A model that is "
+           "as sure of its wrong answers as of its right ones gives no warning when it is wrong.")
+
+st.subheader("Calibration")
+col_rel, col_ece = st.columns(2)
+rel_class = col_rel.selectbox("Reliability of", ["all classes", *report["class_names"]], key="metrics_rel_class",
+                              help="For one class: the answers that predicted that class.")
+col_rel.plotly_chart(charts.reliability_diagram(report, None if rel_class == "all classes" else rel_class),
+                     key="metrics_reliability")
+col_ece.plotly_chart(charts.ece_per_class_bars(report), key="metrics_ece")
+col_ece.caption("ECE of the answers that predicted each class; bars above the line are worse calibrated "
+                "than the model overall.")
+
+st.subheader("Class frequency against recall")
+frequency_sources = ["evaluated split (support)"]
+if ds is not None and "Training" in ds.splits:
+    frequency_sources.insert(0, "training set")
+freq_source = st.radio("Class frequency", frequency_sources, horizontal=True, key="metrics_freq_source")
+if freq_source == "training set":
+    counts = dict(zip(ds.class_names, ds.splits["Training"].class_counts(ds.num_classes)))
+    st.plotly_chart(charts.frequency_vs_recall(report, counts, "images in the training set"), key="metrics_freq")
+else:
+    st.plotly_chart(charts.frequency_vs_recall(report), key="metrics_freq")
+st.caption("Rare classes (FER-2013's disgust has 1.5% of the training images) tend to be recalled less.")
+
+# --- gallery -----------------------------------------------------------------------------------
+
+st.header("Misclassified images")
+if ds is None:
+    st.info("The gallery needs the data set: put FER-2013 in `data/fer2013/` or set `FER2013_PATH`.")
+else:
+    g1, g2 = st.columns(2)
+    true_pick = g1.selectbox("True class", ["any", *report["class_names"]], key="metrics_gallery_true")
+    pred_pick = g2.selectbox("Predicted class", ["any", *report["class_names"]], key="metrics_gallery_pred")
+    wrong, n_wrong = charts.misclassified(report, None if true_pick == "any" else true_pick,
+                                          None if pred_pick == "any" else pred_pick, limit=GALLERY_LIMIT)
+    index = image_index(str(data), class_names)
+    found = [(w, index[w["id"]]) for w in wrong if w["id"] in index]
+    if not n_wrong:
+        st.write("No misclassified images with these classes.")
+    elif not found:
+        st.warning(f"None of the report's images are in the data set at `{data}` (their ids do not match): "
+                   "the report was made on another copy or form of the data set.")
+    else:
+        shown = f"the {len(found)} most confident" if n_wrong > len(found) else "all"
+        st.write(f"{n_wrong:,} misclassified image(s); showing {shown}, most confident first.")
+        st.image([ds.splits[s].images[i].numpy() for _, (s, i) in found],
+                 caption=[f"{w['true']} → {w['predicted']} ({w['confidence']:.0%})" for w, _ in found], width=96)
+
+# --- comparison --------------------------------------------------------------------------------
+
+st.header("Compare checkpoints")
+loaders = {}
+for c_label, c_path in choices.items():
+    for label, path in common.saved_reports(c_path).items():
+        loaders[f"{c_label} · {label}"] = (lambda p=path: common.report(str(p), p.stat().st_mtime))
+for key in evaluated:
+    c_path = Path(key[0])
+    c_label = next((lab for lab, p in choices.items() if p == c_path), None)
+    if c_label and c_path.exists() and c_path.stat().st_mtime == key[1] and key[2] == str(data):
+        loaders[f"{c_label} · {key[3]} (TTA {key[4]}, evaluated now)"] = (lambda k=key: evaluated_report(*k))
+picked = st.multiselect("Reports", list(loaders), default=[current_label] if current_label in loaders else [],
+                        key="metrics_compare",
+                        help="Saved reports of every checkpoint and run, and those evaluated in this session.")
+if len(picked) < 2:
+    st.write("Choose two or more reports to compare them side by side.")
+else:
+    compared = {label: loaders[label]() for label in picked}
+    table = charts.comparison_table(compared)
+    st.dataframe(table, hide_index=True,
+                 column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                for k in table.columns if k not in ("report", "images")})
+    k1, k2 = st.columns(2)
+    k1.plotly_chart(charts.comparison_headline_bars(compared), key="metrics_compare_headline")
+    k2.plotly_chart(charts.comparison_f1_bars(compared), key="metrics_compare_f1")

@@ -1,0 +1,292 @@
+"""The Metrics page (Streamlit's AppTest, no browser) and its figure builders in dashboard/charts.py."""
+from __future__ import annotations
+
+import json
+import shutil
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, make_folder_dataset
+from dashboard import charts
+from fer_core.checkpoint import FerClassifier
+from fer_core.data import load_dataset
+from fer_core.evaluation import build_report, evaluate, save_report
+
+PAGE = str(ROOT / "pages" / "2_Metrics.py")
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_checkpoint):
+    """Two copies of the tiny checkpoint with saved test-split reports, and the synthetic data set they
+    were made on, in which the happy test images are filed as sad (so there are mistakes to show)."""
+    base = tmp_path_factory.mktemp("metrics-page")
+    ckpts = base / "checkpoints"
+    ckpts.mkdir()
+    (base / "runs").mkdir()
+    shutil.copy(tiny_checkpoint, ckpts / "tiny.safetensors")
+    shutil.copy(tiny_checkpoint, ckpts / "other.safetensors")
+    data = make_folder_dataset(base / "fer", per_class=3, seed=1)
+    for f in sorted((data / "test" / "happy").iterdir()):
+        f.rename(data / "test" / "sad" / f.name)
+    ds = load_dataset(data, cache_dir=base / "cache")
+    clf = FerClassifier.from_checkpoint(tiny_checkpoint)
+    reports = {"tiny": evaluate(clf, ds.split("test"), "test", source=str(data)),
+               "other": evaluate(clf, ds.split("test"), "test", tta="flip", source=str(data))}
+    save_report(reports["tiny"], ckpts / "tiny.test.json")
+    save_report(reports["other"], ckpts / "other.test.flip.json")
+    return {"base": base, "checkpoints": ckpts, "runs": base / "runs", "data": data, "reports": reports}
+
+
+def page(monkeypatch, studio, with_data: bool, checkpoints: Path | None = None) -> AppTest:
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(checkpoints or studio["checkpoints"]))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(studio["runs"]))
+    monkeypatch.setenv("FER2013_PATH", str(studio["data"] if with_data else studio["base"] / "nowhere"))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def select_checkpoint(at: AppTest, label: str) -> AppTest:
+    at.selectbox(key="metrics_checkpoint").set_value(label).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def figure_with(at: AppTest, trace_type: str) -> dict:
+    return next(f for f in figures(at) if any(t["type"] == trace_type for t in f["data"]))
+
+
+def test_headline_metrics_are_the_saved_reports_numbers_without_the_data_set(monkeypatch, studio):
+    at = page(monkeypatch, studio, with_data=False)
+    assert at.selectbox(key="metrics_checkpoint").value == "bundled: other"   # the first bundled one
+    select_checkpoint(at, "bundled: tiny")
+    rep = studio["reports"]["tiny"]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown == {"Accuracy": f"{rep['accuracy']:.1%}", "Macro-F1": f"{rep['macro']['f1']:.3f}",
+                     "ECE": f"{rep['ece']:.3f}", "Images": f"{rep['num_images']:,}"}
+    assert any("tiny.test.json" in c.value for c in at.caption)
+    # per-class bars carry the report's numbers
+    bars = figure_with(at, "bar")
+    f1 = next(t for t in bars["data"] if t["name"] == "F1")
+    assert f1["y"] == pytest.approx([rep["per_class"][c]["f1"] for c in rep["class_names"]])
+    assert any("The gallery needs the data set" in i.value for i in at.info)
+
+
+def test_confusion_toggle_switches_counts_and_row_shares(monkeypatch, studio):
+    at = select_checkpoint(page(monkeypatch, studio, with_data=False), "bundled: tiny")
+    cm = np.array(studio["reports"]["tiny"]["confusion_matrix"], dtype=float)
+    assert np.allclose(figure_with(at, "heatmap")["data"][0]["z"], cm)
+    at.radio(key="metrics_cm_mode").set_value("row-normalised").run()
+    assert not at.exception
+    z = np.array(figure_with(at, "heatmap")["data"][0]["z"])
+    rows = cm.sum(1, keepdims=True)
+    assert np.allclose(z, np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0))
+    assert not np.allclose(z, cm)
+
+
+def test_choosing_two_checkpoints_shows_a_comparison(monkeypatch, studio):
+    at = page(monkeypatch, studio, with_data=False)
+    compare = at.multiselect(key="metrics_compare")
+    assert compare.value == ["bundled: other · test.flip"]   # the report on show
+    assert any("two or more" in m.value for m in at.markdown)
+    assert set(compare.options) == {"bundled: other · test.flip", "bundled: tiny · test"}
+    compare.set_value(["bundled: tiny · test", "bundled: other · test.flip"]).run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert list(table["report"]) == ["bundled: tiny · test", "bundled: other · test.flip"]
+    for (_, row), rep in zip(table.iterrows(), (studio["reports"]["tiny"], studio["reports"]["other"])):
+        assert row["accuracy"] == pytest.approx(rep["accuracy"])
+        assert row["macro_f1"] == pytest.approx(rep["macro"]["f1"])
+        assert row["f1_happy"] == pytest.approx(rep["per_class"]["happy"]["f1"])
+    f1_bars = figures(at)[-1]
+    assert [t["name"] for t in f1_bars["data"]] == list(table["report"])
+
+
+def test_gallery_shows_mistakes_filtered_by_true_and_predicted_class(monkeypatch, studio):
+    at = select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny")
+    rep = studio["reports"]["tiny"]
+    wrong = [p for p in rep["predictions"] if p["true"] != p["predicted"]]
+    assert len(at.image) == 1 and len(at.image[0].captions) == min(len(wrong), 48) > 0
+    # the happy faces filed under sad: true sad, predicted happy
+    at.selectbox(key="metrics_gallery_true").set_value("sad").run()
+    at.selectbox(key="metrics_gallery_pred").set_value("happy").run()
+    assert not at.exception
+    expected = [p for p in wrong if p["true"] == "sad" and p["predicted"] == "happy"]
+    captions = at.image[0].captions
+    assert len(captions) == len(expected) > 0 and all(c.startswith("sad → happy (") for c in captions)
+    at.selectbox(key="metrics_gallery_true").set_value("happy").run()   # no happy test images are left
+    assert not at.image and any("No misclassified images" in m.value for m in at.markdown)
+
+
+def test_evaluate_now_on_a_split_without_a_saved_report(monkeypatch, studio, tiny_checkpoint):
+    at = select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny")
+    split = next(s for s in at.selectbox if s.label == "Split")
+    assert split.options[0] == "test" and "PublicTest" in split.options
+    split.set_value("PublicTest").run()
+    assert any("No saved report for **PublicTest**" in i.value for i in at.info) and not at.metric
+    next(b for b in at.button if b.label == "Evaluate now").click().run()
+    assert not at.exception, at.exception
+    ds = load_dataset(studio["data"])
+    rep = evaluate(FerClassifier.from_checkpoint(tiny_checkpoint), ds.split("PublicTest"), "PublicTest")
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{rep['accuracy']:.1%}"
+    assert {m.label: m.value for m in at.metric}["Images"] == str(rep["num_images"])
+    at.radio(key="metrics_cm_mode").set_value("row-normalised").run()   # a rerun keeps the evaluation
+    assert not at.exception and at.metric
+    assert "bundled: tiny · PublicTest (TTA none, evaluated now)" in at.multiselect(key="metrics_compare").options
+
+
+def test_an_evaluation_saved_beside_the_checkpoint_shows_without_the_data_set(monkeypatch, studio, tmp_path):
+    own = tmp_path / "checkpoints"
+    own.mkdir()
+    shutil.copy(studio["checkpoints"] / "tiny.safetensors", own / "tiny.safetensors")
+    at = page(monkeypatch, studio, with_data=True, checkpoints=own)
+    assert next(s for s in at.selectbox if s.label == "Split").value == "PrivateTest"   # the reported split first
+    next(b for b in at.button if b.label == "Evaluate now").click().run()
+    accuracy = {m.label: m.value for m in at.metric}["Accuracy"]
+    next(b for b in at.button if b.label.startswith("Save this report")).click().run()
+    assert not at.exception and (own / "tiny.PrivateTest.json").is_file()
+    at = page(monkeypatch, studio, with_data=False, checkpoints=own)
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == accuracy
+    assert any("tiny.PrivateTest.json" in c.value for c in at.caption)
+
+
+def test_no_data_set_and_no_saved_report_says_so(monkeypatch, studio, tmp_path):
+    bare = tmp_path / "checkpoints"
+    bare.mkdir()
+    shutil.copy(studio["checkpoints"] / "tiny.safetensors", bare / "tiny.safetensors")
+    at = page(monkeypatch, studio, with_data=False, checkpoints=bare)
+    assert any("No saved report for `tiny.safetensors` and FER-2013 was not found" in i.value for i in at.info)
+    assert not at.metric
+    empty = tmp_path / "none"
+    empty.mkdir()
+    at = page(monkeypatch, studio, with_data=False, checkpoints=empty)
+    assert any("No checkpoint found" in i.value for i in at.info)
+
+
+def test_csv_downloads_have_a_row_a_class_and_a_row_an_image(monkeypatch, studio):
+    stored: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        stored[file_id] = path_or_data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    at = select_checkpoint(page(monkeypatch, studio, with_data=False), "bundled: tiny")
+    rep = studio["reports"]["tiny"]
+
+    def content(key: str) -> pd.DataFrame:
+        url = at.get_by_key(key).proto.url   # /mock/media/<file id>.<ext>
+        return pd.read_csv(StringIO(stored[url.rsplit("/", 1)[1].split(".")[0]].decode()))
+
+    per_class = content("metrics_csv_per_class")
+    assert list(per_class["class"]) == rep["class_names"]
+    assert per_class["recall"].tolist() == pytest.approx([rep["per_class"][c]["recall"] for c in rep["class_names"]])
+    predictions = content("metrics_csv_predictions")
+    assert len(predictions) == rep["num_images"] and list(predictions["id"]) == [p["id"] for p in rep["predictions"]]
+
+
+# --- dashboard/charts.py -------------------------------------------------------------------------
+
+NAMES = ("a", "b", "c")
+CASES = [  # true label, probabilities (as in test_evaluate.py)
+    (0, [0.70, 0.20, 0.10]), (0, [0.60, 0.30, 0.10]), (0, [0.20, 0.55, 0.25]), (1, [0.05, 0.85, 0.10]),
+    (1, [0.45, 0.30, 0.25]), (2, [0.10, 0.10, 0.80]), (2, [0.90, 0.05, 0.05]), (2, [0.20, 0.15, 0.65]),
+]
+
+
+@pytest.fixture
+def report():
+    y = np.array([t for t, _ in CASES])
+    return build_report(y, np.array([p for _, p in CASES]), NAMES, ids=[f"img{i}" for i in range(8)], n_bins=4)
+
+
+def test_per_class_bars_and_table(report):
+    fig = charts.per_class_bars(report)
+    assert [t.name for t in fig.data] == ["Precision", "Recall", "F1"]
+    for trace, key in zip(fig.data, ("precision", "recall", "f1")):
+        assert list(trace.x) == list(NAMES)
+        assert list(trace.y) == pytest.approx([report["per_class"][c][key] for c in NAMES])
+    table = charts.per_class_table(report)
+    assert list(table["class"]) == list(NAMES) and list(table["support"]) == [3, 2, 3]
+    assert list(table["ece"]) == pytest.approx([report["per_class"][c]["calibration_ece"] for c in NAMES])
+
+
+def test_confusion_heatmap_counts_and_row_normalised(report):
+    counts = charts.confusion_heatmap(report).data[0]
+    assert np.array(counts.z).tolist() == [[2, 1, 0], [1, 1, 0], [1, 0, 2]]
+    shares = np.array(charts.confusion_heatmap(report, normalise=True).data[0].z)
+    assert shares == pytest.approx(np.array([[2 / 3, 1 / 3, 0], [1 / 2, 1 / 2, 0], [1 / 3, 0, 2 / 3]]))
+    empty_row = {**report, "confusion_matrix": [[0, 0, 0], [1, 1, 0], [1, 0, 2]]}
+    assert charts.confusion_values(empty_row, normalise=True)[0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("kind", ["box", "violin"])
+def test_confidence_distribution_splits_right_and_wrong(report, kind):
+    fig = charts.confidence_distribution(report, kind)
+    right, wrong = fig.data
+    assert (right.name, wrong.name) == ("right", "wrong") and right.type == kind
+    assert list(right.x) == ["a", "a", "b", "c", "c"] and list(right.y) == pytest.approx([.7, .6, .85, .8, .65])
+    assert list(wrong.x) == ["a", "b", "c"] and list(wrong.y) == pytest.approx([.55, .45, .9])
+    with pytest.raises(ValueError):
+        charts.confidence_distribution(report, "strip")
+
+
+def test_reliability_diagram_overall_and_per_class(report):
+    fig = charts.reliability_diagram(report)
+    bars = fig.data[0]
+    filled = [b for b in report["reliability"] if b["count"]]
+    assert list(bars.y) == pytest.approx([b["accuracy"] for b in filled])
+    assert list(fig.data[1].y) == pytest.approx([b["confidence"] for b in filled])
+    assert f"ECE {report['ece']:.3f}" in fig.layout.title.text
+    one = charts.reliability_diagram(report, "a")
+    filled_a = [b for b in report["per_class"]["a"]["calibration_bins"] if b["count"]]
+    assert sum(c for c, _ in one.data[0].customdata) == report["per_class"]["a"]["predicted"] == 4
+    assert list(one.data[0].y) == pytest.approx([b["accuracy"] for b in filled_a])
+
+
+def test_ece_bars_and_frequency_scatter(report):
+    ece = charts.ece_per_class_bars(report).data[0]
+    assert list(ece.y) == pytest.approx([report["per_class"][c]["calibration_ece"] for c in NAMES])
+    scatter = charts.frequency_vs_recall(report).data[0]
+    assert list(scatter.x) == [3, 2, 3] and list(scatter.text) == list(NAMES)
+    assert list(scatter.y) == pytest.approx([2 / 3, 1 / 2, 2 / 3])
+    trained = charts.frequency_vs_recall(report, {"a": 100, "b": 10, "c": 50}, "training images").data[0]
+    assert list(trained.x) == [100, 10, 50]
+
+
+def test_comparison_table_and_bars(report):
+    other = build_report(np.array([0, 1, 2]), np.eye(3), NAMES)
+    reports = {"first": report, "perfect": other}
+    table = charts.comparison_table(reports)
+    assert list(table["report"]) == ["first", "perfect"]
+    assert list(table["accuracy"]) == pytest.approx([5 / 8, 1.0]) and list(table["f1_b"]) == pytest.approx([.5, 1.0])
+    f1 = charts.comparison_f1_bars(reports)
+    assert [t.name for t in f1.data] == ["first", "perfect"] and list(f1.data[1].y) == [1.0, 1.0, 1.0]
+    head = charts.comparison_headline_bars(reports)
+    assert list(head.data[0].x) == ["accuracy", "macro-F1", "weighted F1", "ECE"]
+    assert list(head.data[0].y) == pytest.approx([5 / 8, report["macro"]["f1"], report["weighted"]["f1"],
+                                                  report["ece"]])
+
+
+def test_misclassified_and_predictions_table(report):
+    wrong, n = charts.misclassified(report)
+    assert n == 3 and [w["id"] for w in wrong] == ["img6", "img2", "img4"]   # most confident first
+    assert charts.misclassified(report, true="c")[0][0] == {"id": "img6", "true": "c", "predicted": "a",
+                                                             "confidence": pytest.approx(0.9)}
+    assert charts.misclassified(report, predicted="b")[1] == 1 and charts.misclassified(report, limit=1)[1] == 3
+    table = charts.predictions_table(report)
+    assert len(table) == 8 and table["correct"].sum() == 5 and list(table.columns[-3:]) == ["p_a", "p_b", "p_c"]
