@@ -1,0 +1,219 @@
+"""Face views shared by the Predict and Grad-CAM pages: reading uploads, face crops at the model's
+input size, probability bars, Grad-CAM display images, and choosing faces of a split.
+
+Plain functions (no Streamlit), so they are tested directly; the pages add caching and layout.
+"""
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image
+
+from fer_core.checkpoint import FerClassifier
+from fer_core.explanation import Explanation, explain
+from fer_core.predict import (ImageError, ImagePrediction, annotate, crop_face, face_crops, load_image,
+                              predict_image, predictions_table, whole_image_face, write_csv)
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
+PRIMARY = "#2a6fdb"      # .streamlit/config.toml's primaryColor
+MUTED = "#b8c2d3"
+OUTCOMES = ("all", "right", "wrong")
+ORDERS = ("data set order", "most confident first", "least confident first")
+PREVIEW_SIDE = 1280      # annotated images are shown at most this large (the download is full size)
+
+# CAM methods hook into the (shared, cached) model: one map computation at a time.
+_CAM_LOCK = threading.Lock()
+
+
+# --- uploads and faces --------------------------------------------------------------------
+
+def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
+    """An RGB uint8 image from a file's bytes; ``ImageError`` (naming the file) for an empty, non-image,
+    damaged or too large file (``fer_core.predict.MAX_PIXELS``)."""
+    if not data:
+        raise ImageError(f"{name}: the file is empty")
+    return load_image(bytes(data), name=name)
+
+
+def read_upload(upload) -> np.ndarray:
+    """``decode_image`` for a Streamlit upload (anything with ``name`` and ``getvalue()``)."""
+    return decode_image(upload.getvalue(), getattr(upload, "name", None) or "upload")
+
+
+def resize_face(face: np.ndarray, size: int) -> np.ndarray:
+    """A grey face crop at ``size`` x ``size``, resized as ``fer_core.predict.predict_image`` does."""
+    if face.shape[0] == size and face.shape[1] == size:
+        return face
+    return cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA if face.shape[0] > size else cv2.INTER_LINEAR)
+
+
+def prediction_faces(rgb: np.ndarray, prediction: ImagePrediction, size: int) -> np.ndarray:
+    """The grey crops (N, size, size) the faces of ``prediction`` were classified from, in its order."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if not prediction.detected:
+        crops = [whole_image_face(gray)] if prediction.faces else []
+    else:
+        crops = [crop_face(gray, f.box) for f in prediction.faces]
+    if not crops:
+        return np.zeros((0, size, size), np.uint8)
+    return np.stack([resize_face(c, size) for c in crops])
+
+
+def main_face(rgb: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
+    """The largest detected face of an image at ``size`` px, or its centred square when none is found
+    (then the second value is False)."""
+    _, crops = face_crops(rgb, detect=True)
+    if crops:
+        return resize_face(crops[0], size), True
+    return resize_face(whole_image_face(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)), size), False
+
+
+@dataclass
+class ImageAnalysis:
+    """What the Predict page shows for one image."""
+
+    prediction: ImagePrediction
+    annotated_png: bytes     # full size, for the download
+    preview: np.ndarray      # the annotated image, at most PREVIEW_SIDE px a side
+    faces: np.ndarray        # (N, S, S) grey crops at the model's input size, in the prediction's order
+
+
+def analyse_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = True, name: str = "") -> ImageAnalysis:
+    """Detect (or, with ``detect`` False, take the whole image as one face), classify, annotate."""
+    prediction = predict_image(classifier, rgb, detect=detect, path=name)
+    annotated = annotate(rgb, prediction)
+    h, w = annotated.shape[:2]
+    scale = PREVIEW_SIDE / max(h, w)
+    preview = annotated
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        preview = cv2.resize(annotated, size, interpolation=cv2.INTER_AREA)
+    return ImageAnalysis(prediction, png_bytes(annotated), preview,
+                         prediction_faces(rgb, prediction, classifier.img_size))
+
+
+def explain_faces(classifier: FerClassifier, faces: np.ndarray, method: str,
+                  target: str | None = None) -> list[Explanation]:
+    """``fer_core.explanation.explain``, one call at a time (its hooks sit on the shared model)."""
+    if len(faces) == 0:
+        return []
+    with _CAM_LOCK:
+        return explain(classifier, faces, method=method, target=target)
+
+
+def face_label(face, index: int | None = None) -> str:
+    """'Face 2: happy (87%)' for a ``FacePrediction``."""
+    prefix = f"Face {index + 1}: " if index is not None else ""
+    return f"{prefix}{face.label} ({face.confidence:.0%})"
+
+
+# --- downloads ----------------------------------------------------------------------------
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB (or grey) uint8 array as PNG file contents."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def predictions_csv(results: list[ImagePrediction], class_names) -> str:
+    """One CSV row a face (and one for an image without faces or with an error), as the CLI writes it."""
+    rows = predictions_table(results, class_names)
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    write_csv(rows, buf)
+    return buf.getvalue()
+
+
+def predictions_frame(results: list[ImagePrediction], class_names) -> pd.DataFrame:
+    """The CSV's rows as a table with numeric columns (blank where an image has no face)."""
+    frame = pd.DataFrame(predictions_table(results, class_names))
+    for column in frame.columns:
+        if column not in ("path", "error", "label"):
+            frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce")
+    if "face" in frame:
+        frame["face"] = frame["face"].astype("Int64")
+        frame[["x", "y", "w", "h"]] = frame[["x", "y", "w", "h"]].astype("Int64")
+    return frame
+
+
+# --- charts and Grad-CAM images -----------------------------------------------------------
+
+def probability_figure(probabilities: dict[str, float], highlight: str | None = None,
+                       title: str | None = None) -> go.Figure:
+    """Horizontal bars, one a class in the model's order (top to bottom); ``highlight`` (the predicted
+    class, by default the most probable) in the primary colour."""
+    names = list(probabilities)
+    values = [float(probabilities[c]) for c in names]
+    if highlight is None and names:
+        highlight = names[int(np.argmax(values))]
+    fig = go.Figure(go.Bar(
+        x=values, y=names, orientation="h",
+        marker_color=[PRIMARY if c == highlight else MUTED for c in names],
+        text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
+        hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_layout(
+        title=title, height=60 + 24 * len(names) + (24 if title else 0),
+        margin=dict(l=10, r=40, t=30 if title else 10, b=10), showlegend=False,
+        xaxis=dict(range=[0, 1.0], tickformat=".0%", title=None, fixedrange=True),
+        yaxis=dict(autorange="reversed", title=None, fixedrange=True))
+    return fig
+
+
+def heatmap_rgb(heatmap: np.ndarray) -> np.ndarray:
+    """A heat map in [0, 1] as an RGB uint8 image in the jet colours the overlays use."""
+    heat = np.uint8(np.clip(heatmap, 0, 1) * 255)
+    return cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def explanation_images(face: np.ndarray, explanation: Explanation) -> dict[str, np.ndarray]:
+    """RGB images at the explanation's display size: ``face`` (the grey crop), ``overlay`` and ``heatmap``."""
+    size = explanation.overlay.shape[0]
+    grey = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC) if face.shape[:2] != (size, size) else face
+    return {"face": cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB), "overlay": explanation.overlay,
+            "heatmap": heatmap_rgb(explanation.heatmap)}
+
+
+def explanation_caption(explanation: Explanation) -> str:
+    """What a map shows: 'gradcam for happy (predicted happy, 87%)'."""
+    p = explanation.probabilities[explanation.predicted]
+    return f"{explanation.method} for {explanation.target} (predicted {explanation.predicted}, {p:.0%})"
+
+
+# --- faces of a split ---------------------------------------------------------------------
+
+def select_faces(labels: np.ndarray, probs: np.ndarray, true_class: int | None = None,
+                 predicted_class: int | None = None, outcome: str = "all", order: str = ORDERS[0],
+                 limit: int | None = 24) -> tuple[np.ndarray, int]:
+    """Indices of the faces that pass the filters, ordered and cut to ``limit``, and how many passed.
+
+    ``true_class``/``predicted_class`` None mean any; ``outcome`` is 'all', 'right' or 'wrong';
+    ``order`` is one of ``ORDERS`` (confidence is the probability of the predicted class)."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
+    labels = np.asarray(labels)
+    probs = np.asarray(probs)
+    predicted = probs.argmax(1) if len(probs) else np.zeros(0, int)
+    keep = np.ones(len(labels), bool)
+    if true_class is not None:
+        keep &= labels == true_class
+    if predicted_class is not None:
+        keep &= predicted == predicted_class
+    if outcome == "right":
+        keep &= predicted == labels
+    elif outcome == "wrong":
+        keep &= predicted != labels
+    idx = np.flatnonzero(keep)
+    if order != ORDERS[0] and len(idx):
+        conf = probs[idx].max(1)
+        idx = idx[np.argsort(-conf if order == ORDERS[1] else conf, kind="stable")]
+    return (idx if limit is None else idx[:limit]), int(keep.sum())

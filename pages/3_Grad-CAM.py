@@ -1,0 +1,146 @@
+"""Grad-CAM: where the model looks, face by face, over a split of the data set."""
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from dashboard import faces
+from dashboard.common import checkpoint_choices, data_path, dataset, load_classifier
+from fer_core.checkpoint import CheckpointError
+from fer_core.data import DataError
+from fer_core.explanation import CAM_METHODS
+from fer_core.predict import ImageError
+
+GRID_COLUMNS = 6
+PREDICTED = "predicted class"
+ANY = "any"
+
+st.set_page_config(page_title="Grad-CAM · FER Studio", page_icon="🙂", layout="wide")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def split_probabilities(checkpoint: str, mtime: float, data: str, split: str) -> np.ndarray:
+    """Class probabilities (N, C) of every face of a split; cached per model version, data set and split."""
+    classifier = load_classifier(Path(checkpoint))
+    return classifier.predict_proba(dataset(data, tuple(classifier.class_names)).split(split).images)
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the maps…")
+def grad_cams(crops: np.ndarray, checkpoint: str, mtime: float, method: str, target: str | None) -> list:
+    return faces.explain_faces(load_classifier(Path(checkpoint)), crops, method, target)
+
+
+def show_detail(face: np.ndarray, explanation, note: str = "") -> None:
+    """The face, its map and its probabilities side by side."""
+    images = faces.explanation_images(face, explanation)
+    original, overlay, bars = st.columns([1, 1, 2])
+    original.image(images["face"], caption="face", width="stretch")
+    overlay.image(images["overlay"], caption=faces.explanation_caption(explanation), width="stretch")
+    bars.plotly_chart(faces.probability_figure(explanation.probabilities, explanation.predicted),
+                      key="detail_probabilities", config={"displayModeBar": False})
+    if note:
+        st.caption(note)
+
+
+st.title("Grad-CAM")
+st.write("Class-activation maps show which parts of a face drove the model's score for a class: red is strong, "
+         "blue is none. Filter a split's faces by their true and predicted class to see what the model looks at "
+         "when it is right and when it is wrong.")
+
+# --- model and maps -----------------------------------------------------------------------
+choices = checkpoint_choices()
+if not choices:
+    st.info("No model to explain: there is no checkpoint in `checkpoints/` and no finished training run. "
+            "Train one on the Train page or with `python -m fer_core train --data PATH`.")
+    st.stop()
+
+model_col, split_col = st.columns(2)
+checkpoint_label = model_col.selectbox("Model", list(choices), key="checkpoint")
+checkpoint = choices[checkpoint_label]
+try:
+    classifier = load_classifier(checkpoint)
+except (CheckpointError, OSError) as e:
+    st.error(f"Cannot load the model `{checkpoint.name}`: {e}")
+    st.stop()
+mtime = checkpoint.stat().st_mtime
+names = list(classifier.class_names)
+
+method_col, target_col = st.columns(2)
+method = method_col.selectbox("CAM method", list(CAM_METHODS), key="method")
+target_choice = target_col.selectbox("Explain the score of", [PREDICTED, *names], key="target",
+                                     help="Each face's predicted class, or one class for every face.")
+target = None if target_choice == PREDICTED else target_choice
+
+# --- without the data set: one uploaded face ----------------------------------------------
+data = data_path()
+if data is None:
+    st.info("FER-2013 was not found, so there are no data-set faces to browse. Put it in `data/fer2013/` (the "
+            "`train/` and `test/` class folders) or `data/fer2013.csv`, or set `FER2013_PATH`. Meanwhile you can "
+            "upload a photo of a face below.")
+    upload = st.file_uploader("A face photo (JPEG, PNG or WebP)", type=faces.UPLOAD_TYPES, key="face_upload")
+    if upload is not None:
+        try:
+            face, detected = faces.main_face(faces.read_upload(upload), classifier.img_size)
+        except ImageError as e:
+            st.error(str(e))
+            st.stop()
+        explanation = grad_cams(face[None], str(checkpoint), mtime, method, target)[0]
+        show_detail(face, explanation, "The largest face found in the photo." if detected else
+                    "No face was found, so the whole image (its centred square) is taken as the face.")
+    st.stop()
+
+try:
+    data_set = dataset(str(data), tuple(names))
+except (DataError, OSError) as e:
+    st.error(f"Cannot use the data set at `{data}` with this model: {e}")
+    st.stop()
+splits = list(data_set.splits)
+split_name = split_col.selectbox("Split", splits, index=splits.index(data_set.validation_split)
+                                 if data_set.validation_split in splits else 0, key="split")
+split = data_set.split(split_name)
+labels = split.labels.numpy()
+with st.spinner(f"Classifying the {len(split):,} faces of {split_name} (once per model and split)…"):
+    probs = split_probabilities(str(checkpoint), mtime, str(data), split_name)
+predicted = probs.argmax(1)
+
+# --- which faces --------------------------------------------------------------------------
+true_col, pred_col, outcome_col, order_col, limit_col = st.columns([2, 2, 2, 2, 1])
+true_choice = true_col.selectbox("True class", [ANY, *names], key="true_class")
+pred_choice = pred_col.selectbox("Predicted class", [ANY, *names], key="predicted_class")
+outcome = outcome_col.selectbox("Prediction", faces.OUTCOMES, key="outcome",
+                                format_func={"all": "right or wrong", "right": "right", "wrong": "wrong"}.get)
+order = order_col.selectbox("Order", faces.ORDERS, key="order")
+limit = limit_col.selectbox("Show", [12, 24, 48], index=1, key="limit")
+
+shown, matching = faces.select_faces(labels, probs, None if true_choice == ANY else names.index(true_choice),
+                                     None if pred_choice == ANY else names.index(pred_choice), outcome, order, limit)
+accuracy = float((predicted == labels).mean()) if len(labels) else 0.0
+st.caption(f"{split_name}: {len(split):,} faces, {accuracy:.1%} right. {matching:,} match the filters; "
+           f"showing {len(shown)}.")
+if not len(shown):
+    st.info("No face matches these filters.")
+    st.stop()
+
+crops = split.images[shown].numpy()
+try:
+    explanations = grad_cams(crops, str(checkpoint), mtime, method, target)
+except (RuntimeError, ValueError) as e:
+    st.error(f"Grad-CAM is not available for this model: {e}")
+    st.stop()
+
+# --- the grid -----------------------------------------------------------------------------
+for row in range(0, len(shown), GRID_COLUMNS):
+    for col, k in zip(st.columns(GRID_COLUMNS), range(row, min(row + GRID_COLUMNS, len(shown)))):
+        i = shown[k]
+        mark = "✓" if predicted[i] == labels[i] else "✗"
+        col.image(explanations[k].overlay, width="stretch",
+                  caption=f"{k + 1}. {mark} true {names[labels[i]]}, predicted {names[predicted[i]]} "
+                          f"{probs[i, predicted[i]]:.0%}")
+
+# --- one face in detail -------------------------------------------------------------------
+st.subheader("One face in detail")
+k = st.selectbox("Face", range(len(shown)), key="detail",
+                 format_func=lambda k: f"{k + 1}. {split.ids[shown[k]]} (true {names[labels[shown[k]]]})")
+i = shown[k]
+show_detail(crops[k], explanations[k], f"{split.ids[i]}: true class {names[labels[i]]}, predicted "
+            f"{names[predicted[i]]} ({probs[i, predicted[i]]:.1%}).")

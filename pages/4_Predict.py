@@ -1,0 +1,133 @@
+"""Predict: the expressions of the faces in your photos, with a Grad-CAM map for each face."""
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from dashboard import faces
+from dashboard.common import checkpoint_choices, load_classifier
+from fer_core.checkpoint import CheckpointError
+from fer_core.explanation import CAM_METHODS
+from fer_core.predict import ImageError, ImagePrediction
+
+MAX_FACES_SHOWN = 12          # per image; the CSV has every face
+
+st.set_page_config(page_title="Predict · FER Studio", page_icon="🙂", layout="wide")
+
+
+@st.cache_data(max_entries=32, show_spinner="Finding and classifying faces…")
+def analyse(data: bytes, name: str, checkpoint: str, mtime: float, detect: bool) -> faces.ImageAnalysis:
+    """Cached per file content, model version and detection mode; a bad file raises ImageError (not cached)."""
+    rgb = faces.decode_image(data, name)
+    return faces.analyse_image(load_classifier(Path(checkpoint)), rgb, detect=detect, name=name)
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing Grad-CAM…")
+def grad_cams(crops: np.ndarray, checkpoint: str, mtime: float, method: str) -> list:
+    return faces.explain_faces(load_classifier(Path(checkpoint)), crops, method)
+
+
+st.title("Predict")
+st.write("Upload photos or take one with the camera. Every face found is boxed and labelled with its most "
+         "likely expression; below each photo are the class probabilities of every face and a Grad-CAM map of "
+         "what the model looked at for its prediction.")
+
+# --- the model ----------------------------------------------------------------------------
+choices = checkpoint_choices()
+if not choices:
+    st.info("No model to predict with: there is no checkpoint in `checkpoints/` and no finished training run. "
+            "Train one on the Train page or with `python -m fer_core train --data PATH`, or copy a "
+            "`.safetensors` checkpoint into `checkpoints/`.")
+    st.stop()
+
+left, right = st.columns(2)
+checkpoint_label = left.selectbox("Model", list(choices), key="checkpoint",
+                                  help="Bundled checkpoints first, then the best checkpoint of each training run.")
+method = right.selectbox("Grad-CAM method", list(CAM_METHODS), key="method",
+                         help="How the class-activation map is computed; the map explains each face's "
+                              "predicted class.")
+checkpoint = choices[checkpoint_label]
+try:
+    classifier = load_classifier(checkpoint)
+except (CheckpointError, OSError) as e:
+    st.error(f"Cannot load the model `{checkpoint.name}`: {e}")
+    st.stop()
+mtime = checkpoint.stat().st_mtime
+st.caption(f"{classifier.arch}, {classifier.img_size} px input, classes: {', '.join(classifier.class_names)}.")
+
+# --- the photos ---------------------------------------------------------------------------
+uploads = st.file_uploader("Photos (JPEG, PNG or WebP)", type=faces.UPLOAD_TYPES, accept_multiple_files=True,
+                           key="uploads")
+images = [(u, u.name) for u in uploads or []]
+if st.toggle("Take a photo with the camera", key="use_camera",
+             help="The browser asks for the camera only while this is on."):
+    shot = st.camera_input("Camera", key="camera")
+    if shot is not None:
+        images.append((shot, "Camera photo"))
+
+if not images:
+    st.info("Upload one or more photos, or turn on the camera, to see the faces' expressions.")
+    st.stop()
+
+results: list[ImagePrediction] = []
+for upload, title in images:
+    st.divider()
+    st.subheader(title)
+    whole_key = f"whole:{upload.file_id}"
+    whole = bool(st.session_state.get(whole_key, False))
+    try:
+        analysis = analyse(upload.getvalue(), upload.name, str(checkpoint), mtime, not whole)
+    except ImageError as e:
+        st.error(f"Skipped: {e}")
+        results.append(ImagePrediction(upload.name, 0, 0, error=str(e)))
+        continue
+    except Exception as e:  # one file that breaks something unforeseen must not stop the others
+        st.error(f"Skipped: {upload.name} could not be processed ({type(e).__name__}: {e})")
+        results.append(ImagePrediction(upload.name, 0, 0, error=f"{type(e).__name__}: {e}"))
+        continue
+    prediction = analysis.prediction
+    results.append(prediction)
+
+    if not prediction.faces:
+        st.warning(f"No face found in {title}. Faces need to be roughly frontal and at least about 6% of the "
+                   "image's shorter side. If the image is itself a face crop, classify it as a whole.")
+    if whole or not prediction.faces:
+        st.checkbox("Treat the whole image as one face", key=whole_key,
+                    help="Skips face detection and classifies the centred square of the image.")
+    if not prediction.faces:
+        st.image(analysis.preview, width=min(480, analysis.preview.shape[1]))
+        continue
+
+    image_col, faces_col = st.columns([3, 2])
+    n = len(prediction.faces)
+    found = "the whole image, as one face" if whole else f"{n} face{'s' if n > 1 else ''} found"
+    image_col.image(analysis.preview, caption=f"{title}: {found}", width="stretch")
+    image_col.download_button("Download the annotated image (PNG)", analysis.annotated_png,
+                              file_name=f"{Path(upload.name).stem}_annotated.png", mime="image/png",
+                              key=f"png:{upload.file_id}", on_click="ignore")
+    shown = min(n, MAX_FACES_SHOWN)
+    try:
+        cams = grad_cams(analysis.faces[:shown], str(checkpoint), mtime, method)
+    except (RuntimeError, ValueError) as e:
+        cams = []
+        faces_col.warning(f"Grad-CAM is not available for this model: {e}")
+    with faces_col:
+        if shown < n:
+            st.caption(f"The {shown} largest of {n} faces; the CSV below has all of them.")
+        for i, face in enumerate(prediction.faces[:shown]):
+            with st.container(border=True):
+                st.markdown(f"**{faces.face_label(face, i)}**")
+                pics, bars = st.columns([1, 2])
+                if cams:
+                    pics.image(cams[i].overlay, caption=f"{method}: {face.label}", width="stretch")
+                else:
+                    pics.image(analysis.faces[i], caption="face", width="stretch")
+                bars.plotly_chart(faces.probability_figure(face.probabilities, face.label),
+                                  key=f"bars:{upload.file_id}:{i}", config={"displayModeBar": False})
+
+# --- every face in one table --------------------------------------------------------------
+st.divider()
+st.subheader("All faces")
+st.dataframe(faces.predictions_frame(results, classifier.class_names), hide_index=True)
+st.download_button("Download the table (CSV)", faces.predictions_csv(results, classifier.class_names),
+                   file_name="predictions.csv", mime="text/csv", key="csv", on_click="ignore")

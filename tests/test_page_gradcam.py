@@ -1,0 +1,139 @@
+"""The Grad-CAM page (pages/3_Grad-CAM.py) driven through Streamlit's AppTest on a synthetic folder set."""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import sys
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, make_folder_dataset
+
+PAGE = str(ROOT / "pages" / "3_Grad-CAM.py")
+if str(ROOT) not in sys.path:  # the page imports `dashboard` as `streamlit run app.py` allows
+    sys.path.insert(0, str(ROOT))
+PER_CLASS = 4                   # faces a class in each split: 28 a split
+
+
+@pytest.fixture
+def env(tmp_path, tiny_checkpoint, monkeypatch):
+    (tmp_path / "ckpt").mkdir()
+    shutil.copy(tiny_checkpoint, tmp_path / "ckpt" / "tiny.safetensors")
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
+    return tmp_path
+
+
+@pytest.fixture
+def with_data(env, monkeypatch):
+    data = make_folder_dataset(env / "fer", per_class=PER_CLASS, seed=3)
+    monkeypatch.setenv("FER2013_PATH", str(data))
+    return data
+
+
+@pytest.fixture
+def without_data(env, monkeypatch):
+    monkeypatch.setenv("FER2013_PATH", str(env / "nowhere"))
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(PAGE, default_timeout=120).run()
+
+
+def _grid(at: AppTest) -> list[str]:
+    """Captions of the grid's faces ('3. ✓ true happy, predicted happy 91%')."""
+    return [c for i in at.image for c in i.captions if re.match(r"\d+\. [✓✗] true ", c)]
+
+
+def _counts(at: AppTest) -> tuple[int, int]:
+    """(matching, shown) from the caption above the grid."""
+    text = next(c.value for c in at.caption if "match the filters" in c.value)
+    m = re.search(r"([\d,]+) match the filters; showing (\d+)", text)
+    return int(m.group(1).replace(",", "")), int(m.group(2))
+
+
+def test_grid_filters_and_detail(with_data):
+    at = _page()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="split").value == "PublicTest"
+    assert _counts(at) == (7 * PER_CLASS, 24)
+    assert len(_grid(at)) == 24
+    assert at.get("plotly_chart")  # the detail's probabilities
+
+    at.selectbox(key="true_class").set_value("happy").run()
+    assert _counts(at) == (PER_CLASS, PER_CLASS)
+    assert all("true happy," in c for c in _grid(at)) and len(_grid(at)) == PER_CLASS
+
+    at.selectbox(key="true_class").set_value("any").run()
+    right = _counts(at.selectbox(key="outcome").set_value("right").run())[0]
+    assert all("✓" in c for c in _grid(at))
+    wrong = _counts(at.selectbox(key="outcome").set_value("wrong").run())[0]
+    assert all("✗" in c for c in _grid(at))
+    assert right + wrong == 7 * PER_CLASS
+    if not wrong:
+        assert any("No face matches" in i.value for i in at.info)
+
+    at.selectbox(key="outcome").set_value("all")
+    at.selectbox(key="predicted_class").set_value("surprise").run()
+    matching, shown = _counts(at)
+    assert shown == min(matching, 24) and all("predicted surprise" in c for c in _grid(at))
+
+    at.selectbox(key="predicted_class").set_value("any")
+    at.selectbox(key="limit").set_value(12).run()
+    assert _counts(at) == (7 * PER_CLASS, 12) and len(_grid(at)) == 12
+    assert not at.exception
+
+
+def test_method_target_split_and_detail_face(with_data):
+    at = _page()
+    at.selectbox(key="method").set_value("gradcam++").run()
+    assert not at.exception
+    assert any(c.startswith("gradcam++ for ") for i in at.image for c in i.captions)
+
+    at.selectbox(key="target").set_value("angry").run()
+    assert not at.exception
+    detail = [c for i in at.image for c in i.captions if " for " in c]
+    assert detail and detail[0].startswith("gradcam++ for angry (predicted ")
+
+    at.selectbox(key="detail").set_value(2).run()
+    note = at.caption[-1].value
+    assert not at.exception and at.selectbox(key="detail").value == 2
+    assert re.search(r"PublicTest_\d+\.png: true class", note)
+    label = at.selectbox(key="detail").format_func(2)
+    assert label.startswith("3. ") and "PublicTest_" in label and label.split(" ")[1] in note
+
+    at.selectbox(key="split").set_value("PrivateTest").run()
+    assert not at.exception
+    assert _counts(at)[0] == 7 * PER_CLASS
+    assert "PrivateTest" in at.caption[-1].value
+
+
+def test_without_data_set_offers_an_upload(without_data, face_photo):
+    at = _page()
+    assert not at.exception
+    assert any("FER-2013 was not found" in i.value for i in at.info)
+    at.file_uploader(key="face_upload").set_value(("photo.jpg", face_photo.read_bytes(), "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert any(c.startswith("gradcam for ") for i in at.image for c in i.captions)
+    assert "largest face found" in at.caption[-1].value
+    assert at.get("plotly_chart")
+
+    buf = io.BytesIO()
+    Image.new("L", (100, 80), 90).save(buf, "PNG")
+    at.file_uploader(key="face_upload").set_value(("grey.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception and "whole image" in at.caption[-1].value
+
+    at.file_uploader(key="face_upload").set_value(("bad.png", b"not an image", "image/png")).run()
+    assert not at.exception and "bad.png" in at.error[0].value
+
+
+def test_no_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(tmp_path / "empty"))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
+    at = _page()
+    assert not at.exception
+    assert any("No model to explain" in i.value for i in at.info)

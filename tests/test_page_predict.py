@@ -1,0 +1,177 @@
+"""The Predict page (pages/4_Predict.py) driven through Streamlit's AppTest: uploads, camera, bad files."""
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+PAGE = str(ROOT / "pages" / "4_Predict.py")
+if str(ROOT) not in sys.path:  # the page imports `dashboard` as `streamlit run app.py` allows
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def env(tmp_path, tiny_checkpoint, monkeypatch):
+    """A checkpoints folder with the tiny model, no runs, no data set."""
+    (tmp_path / "ckpt").mkdir()
+    shutil.copy(tiny_checkpoint, tmp_path / "ckpt" / "tiny.safetensors")
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("FER2013_PATH", str(tmp_path / "nowhere"))
+    return tmp_path
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """The data behind every download button, by its file name (AppTest keeps media in memory)."""
+    files: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        if filename:
+            files[filename] = path_or_data if isinstance(path_or_data, bytes) else path_or_data.encode()
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return files
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(PAGE, default_timeout=120).run()
+
+
+def _upload(at: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
+    at.file_uploader(key="uploads").set_value(list(files))
+    return at.run()
+
+
+def _texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def _csv_rows(downloads) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(downloads["predictions.csv"].decode())))
+
+
+def test_no_checkpoint_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(tmp_path / "empty"))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
+    at = _page()
+    assert not at.exception
+    assert any("No model to predict with" in t for t in _texts(at.info))
+    assert not at.file_uploader
+
+
+def test_face_photo_is_labelled_with_probabilities_csv_and_png(env, face_photo, downloads):
+    at = _page()
+    assert not at.exception
+    assert at.selectbox(key="checkpoint").value == "bundled: tiny"
+    assert any("Upload one or more photos" in t for t in _texts(at.info))
+    assert not at.camera_input  # the camera is only requested when asked for
+
+    at = _upload(at, ("photo.jpg", face_photo.read_bytes(), "image/jpeg"))
+    assert not at.exception and not at.error and not at.warning
+    labels = [t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]
+    assert len(labels) == 1
+    label = labels[0][len("**Face 1: "):].split(" (")[0]
+    assert label in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and '"orientation":"h"' in charts[0].proto.spec.replace(" ", "")
+    assert any("1 face found" in c for i in at.image for c in i.captions)
+
+    rows = _csv_rows(downloads)
+    assert len(rows) == 1 and rows[0]["path"] == "photo.jpg" and rows[0]["label"] == label
+    assert abs(sum(float(rows[0][f"p_{c}"]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise",
+                                                      "neutral")) - 1) < 1e-3
+    box = [int(rows[0][k]) for k in "xywh"]
+    assert 150 < box[0] + box[2] / 2 < 450 and 80 < box[1] + box[3] / 2 < 280  # around the pasted face
+    annotated = Image.open(io.BytesIO(downloads["photo_annotated.png"]))
+    assert annotated.size == (600, 400)
+
+    at.selectbox(key="method").set_value("eigencam").run()  # another CAM method: still one face and map
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+    assert any(c.startswith("eigencam") for i in at.image for c in i.captions)
+
+
+def test_blank_image_says_no_face_then_whole_image_option(env, downloads):
+    blank = _encode(Image.new("RGB", (320, 240), (128, 128, 128)), "PNG")
+    at = _upload(_page(), ("blank.png", blank, "image/png"))
+    assert not at.exception
+    assert any("No face found in blank.png" in t for t in _texts(at.warning))
+    assert not at.get("plotly_chart")
+    assert _csv_rows(downloads)[0]["error"] == "no face found"
+
+    at.checkbox[0].check().run()
+    assert not at.exception and not at.warning
+    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
+    assert len(at.get("plotly_chart")) == 1
+    rows = _csv_rows(downloads)
+    assert len(rows) == 1 and rows[0]["label"] and rows[0]["error"] == ""
+    assert [int(rows[0][k]) for k in "xywh"] == [40, 0, 240, 240]  # the centred square
+
+    at.checkbox[0].uncheck().run()  # and back
+    assert any("No face found" in t for t in _texts(at.warning))
+
+
+def test_bad_files_are_reported_and_the_rest_processed(env, face_photo, downloads):
+    good = face_photo.read_bytes()
+    truncated = good[: len(good) // 3]
+    at = _upload(_page(), ("notes.jpg", b"these are not the pixels you are looking for\n" * 20, "image/jpeg"),
+                 ("cut.jpg", truncated, "image/jpeg"), ("empty.png", b"", "image/png"),
+                 ("photo.jpg", good, "image/jpeg"))
+    assert not at.exception
+    errors = _texts(at.error)
+    assert len(errors) == 3
+    assert "notes.jpg" in errors[0] and "not a readable image" in errors[0]
+    assert "cut.jpg" in errors[1] and "damaged or truncated" in errors[1]
+    assert "empty.png" in errors[2] and "empty" in errors[2]
+    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1  # the good photo
+    rows = _csv_rows(downloads)
+    assert [r["path"] for r in rows] == ["notes.jpg", "cut.jpg", "empty.png", "photo.jpg"]
+    assert rows[0]["error"] and rows[1]["error"] and rows[3]["error"] == "" and rows[3]["label"]
+
+
+def test_huge_cmyk_and_16_bit_images(env, downloads):
+    huge = _encode(Image.new("1", (8000, 6000)), "PNG")  # 48 megapixels: more than MAX_PIXELS
+    cmyk = _encode(Image.new("CMYK", (200, 150), (0, 200, 200, 0)), "JPEG", quality=90)
+    deep = _encode(Image.fromarray(np.tile(np.linspace(0, 65535, 160).astype(np.uint16), (120, 1))), "PNG")
+    assert Image.open(io.BytesIO(deep)).mode.startswith("I;16")
+    at = _upload(_page(), ("huge.png", huge, "image/png"), ("cmyk.jpg", cmyk, "image/jpeg"),
+                 ("deep.png", deep, "image/png"))
+    assert not at.exception
+    errors = _texts(at.error)
+    assert len(errors) == 1 and "huge.png" in errors[0] and "too large" in errors[0]
+    # neither synthetic image holds a face: both are read and say so, none fails
+    warnings = _texts(at.warning)
+    assert any("cmyk.jpg" in w for w in warnings) and any("deep.png" in w for w in warnings)
+    at.checkbox[0].check().run()  # cmyk.jpg as a whole face
+    assert not at.exception
+    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
+    assert [r["path"] for r in _csv_rows(downloads)] == ["huge.png", "cmyk.jpg", "deep.png"]
+
+
+def test_camera_photo(env, face_photo, downloads):
+    at = _page()
+    at.toggle(key="use_camera").set_value(True).run()
+    assert not at.exception and len(at.camera_input) == 1
+    at.camera_input(key="camera").upload("image.jpg", face_photo.read_bytes()).run()
+    assert not at.exception and not at.error
+    assert "Camera photo" in _texts(at.subheader)
+    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
+    assert len(_csv_rows(downloads)) == 1
