@@ -1,13 +1,11 @@
 """FER Studio: home page. Run with `streamlit run app.py`."""
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from fer_core import RunStore, find_fer2013, load_dataset, read_metadata
+from dashboard.common import checkpoint_dir, data_path, run_store
+from fer_core import load_dataset, read_metadata
 from fer_core.checkpoint import CheckpointError
 
-ROOT = Path(__file__).resolve().parent
 st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
 
 
@@ -18,7 +16,7 @@ def dataset_counts(path: str) -> dict:
 
 def checkpoints() -> list[dict]:
     rows = []
-    for path in sorted((ROOT / "checkpoints").glob("*.safetensors")):
+    for path in sorted(checkpoint_dir().glob("*.safetensors")):
         try:
             meta = read_metadata(path)
         except CheckpointError as e:
@@ -34,14 +32,14 @@ st.write("Facial expression recognition on FER-2013: train an EfficientNet-B0, s
          "wrong class by class, look at what it looks at (Grad-CAM), and run it on your own photos.")
 
 st.header("Data set")
-data_path = find_fer2013()
-if data_path is None:
+fer_path = data_path()
+if fer_path is None:
     st.info("FER-2013 was not found. Put it in `data/fer2013/` (the `train/` and `test/` class folders) or "
             "`data/fer2013.csv` (the challenge's CSV), or set `FER2013_PATH`. Everything that does not need "
             "the data set still works.")
 else:
-    counts = pd.DataFrame(dataset_counts(str(data_path)))
-    st.write(f"Found FER-2013 at `{data_path}`: {int(counts.values.sum()):,} images.")
+    counts = pd.DataFrame(dataset_counts(str(fer_path)))
+    st.write(f"Found FER-2013 at `{fer_path}`: {int(counts.values.sum()):,} images.")
     st.bar_chart(counts, horizontal=True)
 
 st.header("Checkpoints")
@@ -52,7 +50,7 @@ else:
     st.info("No checkpoint in `checkpoints/` yet. Train one with `python -m fer_core train --data PATH`.")
 
 st.header("Runs")
-runs = RunStore(ROOT / "runs").list()
+runs = run_store().list()
 if runs:
     st.dataframe(pd.DataFrame([{"run": r.run_id, "state": r.status().get("state"), "epochs": len(r.metrics())}
                                for r in runs]), hide_index=True)

@@ -118,7 +118,8 @@ class Run:
     def start(self) -> int:
         """Train this run in a detached background process (``python -m fer_core train --resume``),
         so it outlives the caller (a dashboard page, a closed tab). Returns the process id."""
-        if self.status()["state"] == "running":
+        status = self.status()  # 'queued' with a pid: launched, still starting (a dead one reads 'stopped')
+        if status["state"] == "running" or (status["state"] == "queued" and status.get("pid")):
             raise RunError(f"run {self.run_id} is already running")
         package_root = Path(__file__).resolve().parent.parent
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root),
@@ -152,14 +153,23 @@ class RunStore:
         self.root = Path(root)
 
     def create(self, config: dict, run_id: str | None = None) -> Run:
-        if run_id is None:
-            run_id = time.strftime("%Y%m%d-%H%M%S-") + str(config.get("model", "run"))
-        run_id = check_run_id(run_id)
-        path = self.root / run_id
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            raise RunError(f"run {run_id} already exists in {self.root}") from None
+        if run_id is not None:
+            path = self.root / check_run_id(run_id)
+            try:
+                path.mkdir(parents=True)
+            except FileExistsError:
+                raise RunError(f"run {run_id} already exists in {self.root}") from None
+        else:  # a generated id: runs created in the same second get -2, -3, ...
+            base = check_run_id(time.strftime("%Y%m%d-%H%M%S-") + str(config.get("model", "run")))
+            for n in range(1, 1000):
+                path = self.root / (base if n == 1 else f"{base}-{n}")
+                try:
+                    path.mkdir(parents=True)
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise RunError(f"could not find a free run id for {base} in {self.root}")
         run = Run(path)
         run.write_json(run.config_path, config)
         run.update_status(state="queued")

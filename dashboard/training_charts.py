@@ -1,0 +1,131 @@
+"""Plotly figures for the Train page, made from a run's metrics rows (``Run.metrics()``: one dict an
+epoch), and the few small readers the page needs (a run's summary row, the logged class weights)."""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import plotly.graph_objects as go
+
+from fer_core import Run
+
+TRAIN_COLOUR, VAL_COLOUR = "#2a6fdb", "#e4572e"
+_LAYOUT = dict(height=320, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
+               legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+
+
+def _epochs(rows: list[dict]) -> list[int]:
+    return [r["epoch"] for r in rows]
+
+
+def _train_val_figure(rows: list[dict], train_key: str, val_key: str, title: str, percent: bool) -> go.Figure:
+    """Training (dashed) and validation (solid) on the same axes, so the gap between them shows."""
+    x = _epochs(rows)
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=[r.get(train_key) for r in rows], name="training", mode="lines+markers",
+                    line=dict(color=TRAIN_COLOUR, dash="dash"))
+    fig.add_scatter(x=x, y=[r.get(val_key) for r in rows], name="validation", mode="lines+markers",
+                    line=dict(color=VAL_COLOUR))
+    best = [r for r in rows if r.get("best")]
+    if best:  # the epoch whose weights are in best.safetensors (the last improvement)
+        fig.add_scatter(x=[best[-1]["epoch"]], y=[best[-1].get(val_key)], name="best checkpoint", mode="markers",
+                        marker=dict(symbol="star", size=14, color=VAL_COLOUR, line=dict(color="black", width=1)))
+    fig.update_layout(title=title, xaxis_title="epoch", **_LAYOUT)
+    fig.update_xaxes(dtick=1 if len(x) <= 20 else None)
+    if percent:
+        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return fig
+
+
+def loss_figure(rows: list[dict]) -> go.Figure:
+    return _train_val_figure(rows, "train_loss", "val_loss", "Loss", percent=False)
+
+
+def accuracy_figure(rows: list[dict]) -> go.Figure:
+    return _train_val_figure(rows, "train_acc", "val_acc", "Accuracy", percent=True)
+
+
+def learning_rate_figure(rows: list[dict]) -> go.Figure:
+    """The learning rate of each stage (parameter group) at the end of each epoch, log scale."""
+    stages: list[str] = []
+    for r in rows:
+        stages += [s for s in (r.get("lr") or {}) if s not in stages]
+    fig = go.Figure()
+    for stage in stages:
+        fig.add_scatter(x=_epochs(rows), y=[(r.get("lr") or {}).get(stage) for r in rows], name=stage,
+                        mode="lines+markers")
+    fig.update_layout(title="Learning rate per stage (end of epoch)", xaxis_title="epoch", **_LAYOUT)
+    fig.update_layout(legend=dict(orientation="v", y=1.0, yanchor="top", x=1.02, xanchor="left"))
+    fig.update_yaxes(type="log", exponentformat="power")
+    return fig
+
+
+def unfrozen_figure(rows: list[dict]) -> go.Figure:
+    """How many stages were trainable in each epoch (gradual unfreezing); the names on hover."""
+    total_stages = max((len(r.get("lr") or {}) for r in rows), default=0)
+    fig = go.Figure()
+    fig.add_bar(x=_epochs(rows), y=[r.get("unfrozen_stages") for r in rows], marker_color=TRAIN_COLOUR,
+                name="trainable stages",
+                customdata=[", ".join(r.get("unfrozen") or []) for r in rows],
+                hovertemplate="epoch %{x}: %{y} stages<br>%{customdata}<extra></extra>")
+    fig.update_layout(title="Trainable (unfrozen) stages", xaxis_title="epoch", **_LAYOUT)
+    if total_stages:
+        fig.update_yaxes(range=[0, total_stages + 0.5])
+    return fig
+
+
+def class_weights_figure(weights: dict[str, float]) -> go.Figure:
+    fig = go.Figure()
+    fig.add_bar(x=list(weights), y=list(weights.values()), marker_color=TRAIN_COLOUR,
+                text=[f"{w:.2f}" for w in weights.values()], textposition="outside")
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
+    fig.update_layout(title="Effective class weights in the loss", **_LAYOUT)
+    return fig
+
+
+# --- small readers ---------------------------------------------------------------------------------
+
+_WEIGHTS_LINE = re.compile(r"class weights \([^)]*\): (.*)$", re.MULTILINE)
+
+
+def class_weights_from_log(log_text: str) -> dict[str, float] | None:
+    """The class weights the training loop logged last (``train.log``), or None if it did not log any."""
+    found = _WEIGHTS_LINE.findall(log_text)
+    if not found:
+        return None
+    weights = {}
+    for item in found[-1].split(","):
+        name, _, value = item.strip().partition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            return None
+    return weights or None
+
+
+def read_tail(path, lines: int = 40) -> str:
+    """The last lines of a text file ('' if it does not exist)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_summary(run: Run) -> dict:
+    """One row of the runs table."""
+    status, rows = run.status(), run.metrics()
+    try:
+        config = run.read_config()
+    except (OSError, ValueError):
+        config = {}
+    scored = [r for r in rows if r.get("val_acc") is not None]
+    best = max(scored, key=lambda r: r["val_acc"]) if scored else {}
+    try:
+        created = datetime.fromtimestamp(run.config_path.stat().st_mtime)
+    except OSError:
+        created = None
+    return {"run": run.run_id, "state": status.get("state"), "model": config.get("model"),
+            "epochs done": len(rows), "epochs": config.get("epochs"),
+            "best val acc": best.get("val_acc"), "best epoch": best.get("epoch"),
+            "created": created}
