@@ -60,6 +60,15 @@ def load_classifier(path: Path) -> FerClassifier:
     return classifier(str(path), path.stat().st_mtime)
 
 
+def classifier_or_stop(path: Path) -> FerClassifier:
+    """The model, or an error on the page (and the script stops) when the file cannot be used."""
+    try:
+        return load_classifier(path)
+    except (CheckpointError, OSError) as e:
+        st.error(f"Cannot load the model `{path.name}`: {e}")
+        st.stop()
+
+
 @st.cache_data(show_spinner=False)
 def checkpoint_metadata(path: str, mtime: float) -> dict | None:
     try:

@@ -5,8 +5,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import faces
-from dashboard.common import checkpoint_choices, data_path, dataset, load_classifier
-from fer_core.checkpoint import CheckpointError
+from dashboard.common import checkpoint_choices, classifier_or_stop, data_path, dataset, load_classifier
 from fer_core.data import DataError
 from fer_core.explanation import CAM_METHODS
 from fer_core.predict import ImageError
@@ -57,11 +56,7 @@ if not choices:
 model_col, split_col = st.columns(2)
 checkpoint_label = model_col.selectbox("Model", list(choices), key="checkpoint")
 checkpoint = choices[checkpoint_label]
-try:
-    classifier = load_classifier(checkpoint)
-except (CheckpointError, OSError) as e:
-    st.error(f"Cannot load the model `{checkpoint.name}`: {e}")
-    st.stop()
+classifier = classifier_or_stop(checkpoint)
 mtime = checkpoint.stat().st_mtime
 names = list(classifier.class_names)
 

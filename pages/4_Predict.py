@@ -5,8 +5,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import faces
-from dashboard.common import checkpoint_choices, load_classifier
-from fer_core.checkpoint import CheckpointError
+from dashboard.common import checkpoint_choices, classifier_or_stop, load_classifier
 from fer_core.explanation import CAM_METHODS
 from fer_core.predict import ImageError, ImagePrediction
 
@@ -47,11 +46,7 @@ method = right.selectbox("Grad-CAM method", list(CAM_METHODS), key="method",
                          help="How the class-activation map is computed; the map explains each face's "
                               "predicted class.")
 checkpoint = choices[checkpoint_label]
-try:
-    classifier = load_classifier(checkpoint)
-except (CheckpointError, OSError) as e:
-    st.error(f"Cannot load the model `{checkpoint.name}`: {e}")
-    st.stop()
+classifier = classifier_or_stop(checkpoint)
 mtime = checkpoint.stat().st_mtime
 st.caption(f"{classifier.arch}, {classifier.img_size} px input, classes: {', '.join(classifier.class_names)}.")
 

@@ -107,9 +107,10 @@ def face_photo(tmp_path) -> Path:
     return path
 
 
-def copy_fer_subset(dest: Path, per_class_train: int, per_class_test: int) -> Path:
+def copy_fer_subset(dest: Path, per_class_train: int, per_class_test: int,
+                    classes: tuple[str, ...] = FER2013_CLASSES) -> Path:
     """A small FER-2013 in the folder layout: real images copied from ../shared/data/fer2013."""
-    for cls in FER2013_CLASSES:
+    for cls in classes:
         (dest / "train" / cls).mkdir(parents=True)
         (dest / "test" / cls).mkdir(parents=True)
         for f in fer_files("train", cls, "Training_", per_class_train):

@@ -1,5 +1,4 @@
 """The home page starts and reports what it finds (Streamlit's AppTest, no browser)."""
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 

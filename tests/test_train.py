@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, fer_files, make_folder_dataset, needs_fer
+from conftest import ROOT, copy_fer_subset, make_folder_dataset, needs_fer
 
 from fer_core.checkpoint import FerClassifier, read_metadata, read_tensors
 from fer_core.data import FER2013_CLASSES, load_dataset
@@ -670,24 +669,12 @@ def test_ddp_two_cpu_processes_train_and_resume_a_run(tmp_path, synthetic):
 
 # --- real FER-2013 -------------------------------------------------------------------------------
 
-def _copy_classes(dest: Path, classes: tuple[str, ...], n_train: int, n_test: int) -> Path:
-    for cls in classes:
-        (dest / "train" / cls).mkdir(parents=True)
-        (dest / "test" / cls).mkdir(parents=True)
-        for f in fer_files("train", cls, "Training_", n_train):
-            shutil.copy(f, dest / "train" / cls / f.name)
-        for prefix in ("PublicTest_", "PrivateTest_"):
-            for f in fer_files("test", cls, prefix, n_test):
-                shutil.copy(f, dest / "test" / cls / f.name)
-    return dest
-
-
 @pytest.mark.slow
 @needs_fer
 def test_efficientnet_learns_happy_vs_surprise_on_fer2013(tmp_path, fer_root):
     """2,000 real training faces, 2 epochs from random initialisation; judged on PrivateTest, which
     model selection (on PublicTest) never sees. Five seeds gave 0.71-0.76 against a 0.50 majority rate."""
-    data = _copy_classes(tmp_path / "fer", ("happy", "surprise"), n_train=1000, n_test=150)
+    data = copy_fer_subset(tmp_path / "fer", per_class_train=1000, per_class_test=150, classes=("happy", "surprise"))
     cfg = TrainConfig(data=str(data), model="efficientnet_b0", img_size=48, epochs=2, batch_size=16, lr=3e-3,
                       warmup_epochs=0, mixup_alpha=0.0, label_smoothing=0.0, drop_rate=0.0, rotate_deg=0,
                       scale_jitter=0, translate=0, brightness_contrast=0, class_weight_power=0, ema_decay=0.0, seed=0)
