@@ -87,9 +87,11 @@ def open_page(browser, url: str):
 
 
 def wait_until_idle(page, timeout_ms: int = 90_000) -> None:
-    """Streamlit shows a status widget while a script runs; wait until the app is idle."""
+    """Wait until the script has run (no status widget) and every element has replaced its
+    loading skeleton."""
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " && !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=timeout_ms)
 
 
 def test_every_page_renders_and_predict_labels_an_uploaded_face(server, browser, face_photo):

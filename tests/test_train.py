@@ -672,10 +672,11 @@ def test_ddp_two_cpu_processes_train_and_resume_a_run(tmp_path, synthetic):
 @pytest.mark.slow
 @needs_fer
 def test_efficientnet_learns_happy_vs_surprise_on_fer2013(tmp_path, fer_root):
-    """2,000 real training faces, 2 epochs from random initialisation; judged on PrivateTest, which
-    model selection (on PublicTest) never sees. Five seeds gave 0.71-0.76 against a 0.50 majority rate."""
+    """2,000 real training faces, 3 epochs from random initialisation; judged on PrivateTest, which
+    model selection (on PublicTest) never sees. Seeds 0-4 gave 0.74-0.80 against a 0.50 majority rate
+    (about 20 s each on a quiet 2-core CPU)."""
     data = copy_fer_subset(tmp_path / "fer", per_class_train=1000, per_class_test=150, classes=("happy", "surprise"))
-    cfg = TrainConfig(data=str(data), model="efficientnet_b0", img_size=48, epochs=2, batch_size=16, lr=3e-3,
+    cfg = TrainConfig(data=str(data), model="efficientnet_b0", img_size=48, epochs=3, batch_size=32, lr=3e-3,
                       warmup_epochs=0, mixup_alpha=0.0, label_smoothing=0.0, drop_rate=0.0, rotate_deg=0,
                       scale_jitter=0, translate=0, brightness_contrast=0, class_weight_power=0, ema_decay=0.0, seed=0)
     t0 = time.time()
