@@ -514,6 +514,7 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     rng = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
     progress_state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": 0, "since_best": 0}
+    partial = None  # running train loss/accuracy sums of an epoch stopped part-way
 
     if resuming and run.last_checkpoint.exists():
         meta = read_metadata(run.last_checkpoint)
@@ -524,6 +525,7 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
             ema.module.load_state_dict({k[4:]: v for k, v in train_state.items() if k.startswith("ema.")})
         progress_state = json.loads(meta["progress"])
         guard.load(progress_state.pop("guard"))
+        partial = progress_state.pop("partial", None)
         if d.rank == 0:
             rng.set_state(train_state["rng"])
         else:  # only rank 0's generator is saved; the others must not all continue rank 0's stream
@@ -537,14 +539,15 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
         return model_metadata(cfg.model, dataset.class_names, cfg.img_size, GREY_MEAN, GREY_STD, output_stride,
                               cfg.drop_rate, cfg.to_dict(), epoch, metrics)
 
-    def save_last(epoch: int, batch: int) -> None:
+    def save_last(epoch: int, batch: int, partial: dict | None = None) -> None:
         tensors, groups = _optimizer_tensors(optimizer)
         tensors["rng"] = rng.get_state()
         if ema is not None:
             tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
         meta = metadata(epoch, None)
         meta["optimizer_groups"] = json.dumps(groups)
-        meta["progress"] = json.dumps({**progress_state, "epoch": epoch, "batch": batch, "guard": guard.state()})
+        meta["progress"] = json.dumps({**progress_state, "epoch": epoch, "batch": batch, "guard": guard.state(),
+                                       "partial": partial})
         save_checkpoint(run.last_checkpoint, model.state_dict(), meta, tensors)
 
     ddp_model, ddp_count = model, None
@@ -561,7 +564,10 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
         order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(cfg.seed + 7919 * epoch))
         shard = order[:per_rank * d.world][d.rank::d.world]
         first_batch = progress_state["batch"] if epoch == start_epoch else 0
-        loss_sum, correct, seen, t0, last_status = 0.0, 0, 0, time.time(), 0.0
+        carried = partial if epoch == start_epoch and first_batch and partial else \
+            {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        loss_sum, correct, seen = carried["loss_sum"], carried["correct"], carried["seen"]
+        t0, last_status = time.time() - carried["seconds"], 0.0
         bar = None
         if progress and d.main:
             from tqdm import tqdm
@@ -606,7 +612,8 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
             if d.any(stop.requested):
                 progress_state["step"] = step + 1
                 if d.main:
-                    save_last(epoch, b + 1)
+                    save_last(epoch, b + 1, {"loss_sum": loss_sum, "correct": correct, "seen": seen,
+                                             "seconds": time.time() - t0})
                 if bar is not None:
                     bar.close()
                 raise TrainingStopped()

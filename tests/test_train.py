@@ -540,6 +540,9 @@ def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, synth
     ref = straight.metrics()
     assert rows[1]["val_loss"] == pytest.approx(ref[1]["val_loss"], rel=1e-4)
     assert rows[1]["lr"] == pytest.approx(ref[1]["lr"])
+    # the resumed epoch's training figures cover all its batches, not only those after the resume
+    assert rows[1]["train_loss"] == pytest.approx(ref[1]["train_loss"], rel=1e-4)
+    assert rows[1]["train_acc"] == pytest.approx(ref[1]["train_acc"])
 
 
 def test_early_stop_and_best_by_macro_f1(tmp_path, synthetic, monkeypatch):
