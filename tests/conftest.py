@@ -94,6 +94,19 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def studio_env(tmp_path, tiny_checkpoint, monkeypatch) -> Path:
+    """The dashboard's folders for a test: a checkpoints folder holding the tiny model as
+    ``tiny.safetensors``, an empty runs folder, and no data set."""
+    (tmp_path / "ckpt").mkdir()
+    shutil.copy(tiny_checkpoint, tmp_path / "ckpt" / "tiny.safetensors")
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("FER2013_PATH", str(tmp_path / "nowhere"))
+    return tmp_path
+
+
+@pytest.fixture
 def face_photo(tmp_path) -> Path:
     """A 600x400 RGB 'photo' with one real FER-2013 face in it (needs the data set)."""
     if not DETECTABLE_FACE.exists():

@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, synthetic_face
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from conftest import synthetic_face
 
 from dashboard import faces  # noqa: E402
 from fer_core.checkpoint import FerClassifier  # noqa: E402

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
-import sys
 
 import pytest
 from PIL import Image
@@ -13,19 +11,12 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, make_folder_dataset
 
 PAGE = str(ROOT / "pages" / "3_Grad-CAM.py")
-if str(ROOT) not in sys.path:  # the page imports `dashboard` as `streamlit run app.py` allows
-    sys.path.insert(0, str(ROOT))
 PER_CLASS = 4                   # faces a class in each split: 28 a split
 
 
 @pytest.fixture
-def env(tmp_path, tiny_checkpoint, monkeypatch):
-    (tmp_path / "ckpt").mkdir()
-    shutil.copy(tiny_checkpoint, tmp_path / "ckpt" / "tiny.safetensors")
-    (tmp_path / "runs").mkdir()
-    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(tmp_path / "ckpt"))
-    monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
-    return tmp_path
+def env(studio_env):
+    return studio_env
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -15,20 +13,12 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT
 
 PAGE = str(ROOT / "pages" / "4_Predict.py")
-if str(ROOT) not in sys.path:  # the page imports `dashboard` as `streamlit run app.py` allows
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture
-def env(tmp_path, tiny_checkpoint, monkeypatch):
+def env(studio_env):
     """A checkpoints folder with the tiny model, no runs, no data set."""
-    (tmp_path / "ckpt").mkdir()
-    shutil.copy(tiny_checkpoint, tmp_path / "ckpt" / "tiny.safetensors")
-    (tmp_path / "runs").mkdir()
-    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(tmp_path / "ckpt"))
-    monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("FER2013_PATH", str(tmp_path / "nowhere"))
-    return tmp_path
+    return studio_env
 
 
 @pytest.fixture
