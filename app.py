@@ -1,4 +1,4 @@
-"""FER Studio: home page. Run with `streamlit run app.py`."""
+"""FER Studio: the entry point (`streamlit run app.py`): the home page and the navigation to the others."""
 import pandas as pd
 import streamlit as st
 
@@ -6,7 +6,6 @@ from dashboard.common import checkpoint_dir, data_path, run_store
 from fer_core import load_dataset, read_metadata
 from fer_core.checkpoint import CheckpointError
 
-st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
 
 
 @st.cache_data(show_spinner="Reading the data set…")
@@ -27,32 +26,49 @@ def checkpoints() -> list[dict]:
     return rows
 
 
-st.title("FER Studio")
-st.write("Facial expression recognition on FER-2013: train an EfficientNet-B0, see where it is right and "
-         "wrong class by class, look at what it looks at (Grad-CAM), and run it on your own photos.")
 
-st.header("Data set")
-fer_path = data_path()
-if fer_path is None:
-    st.info("FER-2013 was not found. Put it in `data/fer2013/` (the `train/` and `test/` class folders) or "
-            "`data/fer2013.csv` (the challenge's CSV), or set `FER2013_PATH`. Everything that does not need "
-            "the data set still works.")
-else:
-    counts = pd.DataFrame(dataset_counts(str(fer_path)))
-    st.write(f"Found FER-2013 at `{fer_path}`: {int(counts.values.sum()):,} images.")
-    st.bar_chart(counts, horizontal=True)
+def home() -> None:
+    st.title("FER Studio")
+    st.write("Facial expression recognition on FER-2013: train an EfficientNet-B0, see where it is right and "
+             "wrong class by class, look at what it looks at (Grad-CAM), and run it on your own photos.")
 
-st.header("Checkpoints")
-found = checkpoints()
-if found:
-    st.dataframe(pd.DataFrame(found), hide_index=True)
-else:
-    st.info("No checkpoint in `checkpoints/` yet. Train one with `python -m fer_core train --data PATH`.")
+    st.header("Data set")
+    fer_path = data_path()
+    if fer_path is None:
+        st.info("FER-2013 was not found. Put it in `data/fer2013/` (the `train/` and `test/` class folders) or "
+                "`data/fer2013.csv` (the challenge's CSV), or set `FER2013_PATH`. Everything that does not need "
+                "the data set still works.")
+    else:
+        counts = pd.DataFrame(dataset_counts(str(fer_path)))
+        st.write(f"Found FER-2013 at `{fer_path}`: {int(counts.values.sum()):,} images.")
+        st.bar_chart(counts, horizontal=True)
 
-st.header("Runs")
-runs = run_store().list()
-if runs:
-    st.dataframe(pd.DataFrame([{"run": r.run_id, "state": r.status().get("state"), "epochs": len(r.metrics())}
-                               for r in runs]), hide_index=True)
-else:
-    st.write("No training runs in `runs/` yet.")
+    st.header("Checkpoints")
+    found = checkpoints()
+    if found:
+        st.dataframe(pd.DataFrame(found), hide_index=True)
+    else:
+        st.info("No checkpoint in `checkpoints/` yet. Train one with `python -m fer_core train --data PATH`.")
+
+    st.header("Runs")
+    runs = run_store().list()
+    if runs:
+        st.dataframe(pd.DataFrame([{"run": r.run_id, "state": r.status().get("state"), "epochs": len(r.metrics())}
+                                   for r in runs]), hide_index=True)
+    else:
+        st.write("No training runs in `runs/` yet.")
+
+    st.header("Pages")
+    for page in PAGES:
+        st.page_link(page, label=f"{page.title}: {PAGE_NOTES[page.title]}")
+
+
+PAGE_NOTES = {"Train": "launch and watch training runs", "Metrics": "per-class metrics, confusion and bias",
+             "Grad-CAM": "where the model looks, face by face", "Predict": "your own photos"}
+PAGES = [st.Page("pages/1_Train.py", title="Train", icon="🏋️", url_path="Train"),
+         st.Page("pages/2_Metrics.py", title="Metrics", icon="📊", url_path="Metrics"),
+         st.Page("pages/3_Grad-CAM.py", title="Grad-CAM", icon="🔥", url_path="Grad-CAM"),
+         st.Page("pages/4_Predict.py", title="Predict", icon="📷", url_path="Predict")]
+
+st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
+st.navigation([st.Page(home, title="Home", icon="🏠", default=True), *PAGES]).run()

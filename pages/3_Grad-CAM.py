@@ -14,7 +14,7 @@ GRID_COLUMNS = 6
 PREDICTED = "predicted class"
 ANY = "any"
 
-st.set_page_config(page_title="Grad-CAM · FER Studio", page_icon="🙂", layout="wide")
+st.set_page_config(page_title="Grad-CAM · FER Studio", page_icon="🔥", layout="wide")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -11,7 +11,7 @@ from fer_core.predict import ImageError, ImagePrediction
 
 MAX_FACES_SHOWN = 12          # per image; the CSV has every face
 
-st.set_page_config(page_title="Predict · FER Studio", page_icon="🙂", layout="wide")
+st.set_page_config(page_title="Predict · FER Studio", page_icon="📷", layout="wide")
 
 
 @st.cache_data(max_entries=32, show_spinner="Finding and classifying faces…")

@@ -20,3 +20,16 @@ def test_home_with_data_set_shows_counts(fer_root, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
     assert any("35,887 images" in m.value for m in at.markdown)
+
+
+def test_home_links_every_page(monkeypatch, tmp_path):
+    monkeypatch.setenv("FER2013_PATH", str(tmp_path / "nowhere"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    pages = {"Train": "pages/1_Train.py", "Metrics": "pages/2_Metrics.py", "Grad-CAM": "pages/3_Grad-CAM.py",
+             "Predict": "pages/4_Predict.py"}
+    assert [link.proto.page for link in at.get("page_link")] == list(pages)
+    for title, script in pages.items():
+        at.switch_page(script).run()
+        assert not at.exception
+        assert at.title[0].value.startswith(title)
