@@ -7,7 +7,6 @@ from fer_core import load_dataset, read_metadata
 from fer_core.checkpoint import CheckpointError
 
 
-
 @st.cache_data(show_spinner="Reading the data set…")
 def dataset_counts(path: str) -> dict:
     return load_dataset(path).counts()

@@ -134,7 +134,7 @@ class FerClassifier:
     metadata: dict
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "FerClassifier":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> FerClassifier:
         meta = read_metadata(path)
         model = create_model(meta["arch"], num_classes=len(meta["class_names"]), img_size=meta["img_size"],
                              output_stride=meta["output_stride"], drop_rate=meta["drop_rate"])

@@ -96,7 +96,7 @@ class FerDataset:
         """Images per split and class."""
         return {s: dict(zip(self.class_names, sp.class_counts(self.num_classes))) for s, sp in self.splits.items()}
 
-    def subset(self, classes: list[str] | tuple[str, ...]) -> "FerDataset":
+    def subset(self, classes: list[str] | tuple[str, ...]) -> FerDataset:
         """Keep only ``classes`` (in that order), relabelled 0..len(classes)-1."""
         classes = tuple(normalise_class_name(c) for c in classes)
         missing = [c for c in classes if c not in self.class_names]

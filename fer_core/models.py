@@ -81,9 +81,10 @@ def _reduce_stride(model: nn.Module, output_stride: int) -> nn.Module:
         convs = lambda blk: [blk.conv_dw]  # noqa: E731
     else:  # ResNet: the first block's conv and its shortcut
         down = [layer[0] for layer in (model.layer2, model.layer3, model.layer4)]
-        convs = lambda blk: [m for m in (getattr(blk, "conv1", None), getattr(blk, "conv2", None),
-                                         blk.downsample[0] if blk.downsample is not None else None)
-                             if m is not None and max(m.stride) > 1]  # noqa: E731
+        def convs(blk):
+            shortcut = blk.downsample[0] if blk.downsample is not None else None
+            return [m for m in (getattr(blk, "conv1", None), getattr(blk, "conv2", None), shortcut)
+                    if m is not None and max(m.stride) > 1]
     for block in down[len(down) - {32: 0, 16: 1, 8: 2}[output_stride]:]:
         for conv in convs(block):
             conv.stride = (1, 1)

@@ -125,8 +125,9 @@ class Run:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root),
                                                                           os.environ.get("PYTHONPATH")]))}
         with open(self.path / "process.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "fer_core", "train", "--out", str(self.path.parent.resolve()),
-                                     "--resume", self.run_id], stdout=out, stderr=subprocess.STDOUT,
+            command = [sys.executable, "-m", "fer_core", "train", "--out", str(self.path.parent.resolve()),
+                       "--resume", self.run_id]
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         self.update_status(state="queued", pid=proc.pid, host=os.uname().nodename, launched=time.time(), error=None)
         return proc.pid
