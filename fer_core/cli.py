@@ -104,14 +104,16 @@ def cmd_train(args) -> int:
         run = train(config, runs_root=args.out, run_id=args.run_id)
     status = run.status()
     rows = run.metrics()
-    best = max((r for r in rows), key=lambda r: r["val_acc"], default=None)
+    best = ([r for r in rows if r.get("best")] or [None])[-1]  # the epoch the best checkpoint holds
     summary = {"run": str(run.path), "state": status["state"], "epochs": len(rows),
                "best_checkpoint": str(run.best_checkpoint) if run.best_checkpoint.exists() else None,
+               "best_epoch": best["epoch"] if best else None,
                "best_val_acc": best["val_acc"] if best else None,
                "best_val_macro_f1": best["val_macro_f1"] if best else None}
     print(json.dumps(summary) if args.json else
-          f"run {run.path}: {status['state']} after {len(rows)} epoch(s); best validation accuracy "
-          f"{summary['best_val_acc'] if best else float('nan'):.4f}; checkpoint {summary['best_checkpoint']}")
+          f"run {run.path}: {status['state']} after {len(rows)} epoch(s); best checkpoint "
+          + (f"from epoch {best['epoch']}: validation accuracy {best['val_acc']:.4f}, macro-F1 "
+             f"{best['val_macro_f1']:.4f}; {summary['best_checkpoint']}" if best else "none"))
     return 0 if status["state"] in ("finished", "stopped") else 1
 
 

@@ -140,6 +140,9 @@ def cli(tmp_path_factory, tiny_checkpoint):
         "error unknown split": ["evaluate", "--checkpoint", ns.tiny, "--data", ns.small, "--split", "Holdout"],
         "error unknown class": ["info", "--data", ns.data, "--classes", "happy,bored"],
         "predict missing": ["predict", base / "gone.jpg", "--checkpoint", ns.tiny, "--json"],
+        "train by macro-F1": ["train", "--data", ns.small, "--epochs", 3, "--batch-size", 8, "--img-size", 48,
+                              "--select-metric", "macro_f1", "--mixup-alpha", 0, "--ema-decay", 0,
+                              "--out", base / "runs", "--run-id", "by-f1", "--json"],
     })
     ns.results = run_cli_batch(commands, base)
     return ns
@@ -256,3 +259,16 @@ def test_predict_photo_json_in_a_plain_subprocess(tiny_checkpoint, face_photo):
     assert list(face["probabilities"]) == list(FER2013_CLASSES)
     assert abs(sum(face["probabilities"].values()) - 1) < 1e-3
     assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+
+
+def test_train_summary_reports_the_epoch_its_best_checkpoint_holds(cli):
+    result = cli.results["train by macro-F1"]
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (cli.base / "runs" / "by-f1" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["epochs"] == len(rows) == 3
+    chosen = next(r for r in rows if r["epoch"] == summary["best_epoch"])
+    assert chosen["val_macro_f1"] == summary["best_val_macro_f1"] == max(r["val_macro_f1"] for r in rows)
+    assert summary["best_val_acc"] == chosen["val_acc"]
+    saved = FerClassifier.from_checkpoint(summary["best_checkpoint"]).metadata
+    assert int(saved["epoch"]) == summary["best_epoch"]
