@@ -140,6 +140,17 @@ def load_report(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def report_probabilities(report: dict, ids: list[str], class_names) -> np.ndarray | None:
+    """The probabilities a report holds for the images ``ids``, in that order; ``None`` unless the
+    report was made without TTA, with these classes, on exactly these images."""
+    if report.get("tta", "none") != "none" or list(report.get("class_names", [])) != list(class_names):
+        return None
+    records = report.get("predictions") or []
+    if [r.get("id") for r in records] != list(ids):
+        return None
+    return np.array([r["probabilities"] for r in records], dtype=np.float32).reshape(len(ids), len(class_names))
+
+
 def summary_line(report: dict) -> str:
     return (f"{report.get('split', '')} ({report['num_images']} images, TTA {report.get('tta', 'none')}): "
             f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro']['f1']:.4f}, ECE {report['ece']:.4f}")

@@ -5,8 +5,10 @@ import numpy as np
 import streamlit as st
 
 from dashboard import faces
-from dashboard.common import checkpoint_choices, classifier_or_stop, data_path, dataset, load_classifier
+from dashboard.common import (checkpoint_choices, classifier_or_stop, data_path, dataset, load_classifier,
+                              saved_reports)
 from fer_core.data import DataError
+from fer_core.evaluation import load_report, report_probabilities
 from fer_core.explanation import CAM_METHODS
 from fer_core.predict import ImageError
 
@@ -19,9 +21,19 @@ st.set_page_config(page_title="Grad-CAM · FER Studio", page_icon="🔥", layout
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def split_probabilities(checkpoint: str, mtime: float, data: str, split: str) -> np.ndarray:
-    """Class probabilities (N, C) of every face of a split; cached per model version, data set and split."""
+    """Class probabilities (N, C) of every face of a split: from the report saved beside the checkpoint
+    when it covers these faces, else computed; cached per model version, data set and split."""
     classifier = load_classifier(Path(checkpoint))
-    return classifier.predict_proba(dataset(data, tuple(classifier.class_names)).split(split).images)
+    faces_of_split = dataset(data, tuple(classifier.class_names)).split(split)
+    saved = saved_reports(Path(checkpoint)).get(split)
+    if saved is not None:
+        try:
+            probs = report_probabilities(load_report(saved), faces_of_split.ids, classifier.class_names)
+        except (OSError, ValueError):
+            probs = None
+        if probs is not None:
+            return probs
+    return classifier.predict_proba(faces_of_split.images)
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing the maps…")

@@ -10,7 +10,7 @@ import torch
 from fer_core.checkpoint import FerClassifier
 from fer_core.data import load_dataset
 from fer_core.evaluation import (build_report, calibration, evaluate, load_report, predict_split,
-                               save_report, summary_line, tta_views)
+                               report_probabilities, save_report, summary_line, tta_views)
 
 NAMES = ("a", "b", "c")
 # true label, probabilities -> predicted, confidence, right?
@@ -184,3 +184,14 @@ def test_save_and_load_report(report, tmp_path):
     save_report({**report, "accuracy": 0.5}, path)  # replaced whole
     assert load_report(path)["accuracy"] == 0.5
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary files left
+
+
+def test_report_probabilities_only_for_the_same_images_classes_and_no_tta():
+    names = ["happy", "sad", "angry"]
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    report = {**build_report(np.array([0, 1, 2]), probs, names, ["a", "b", "c"]), "tta": "none"}
+    np.testing.assert_allclose(report_probabilities(report, ["a", "b", "c"], names), probs, atol=1e-5)
+    assert report_probabilities(report, ["a", "c", "b"], names) is None        # other order
+    assert report_probabilities(report, ["a", "b"], names) is None             # other images
+    assert report_probabilities(report, ["a", "b", "c"], names[::-1]) is None  # other classes
+    assert report_probabilities({**report, "tta": "flip"}, ["a", "b", "c"], names) is None

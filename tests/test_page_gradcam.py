@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -128,3 +129,19 @@ def test_no_checkpoint(tmp_path, monkeypatch):
     at = _page()
     assert not at.exception
     assert any("No model to explain" in i.value for i in at.info)
+
+
+def test_uses_the_report_saved_beside_the_checkpoint(env, with_data):
+    """A saved PublicTest report (no TTA) is where the grid's predictions come from."""
+    from fer_core import FerClassifier, build_report, load_dataset, save_report
+
+    names = FerClassifier.from_checkpoint(env / "ckpt" / "tiny.safetensors").class_names
+    split = load_dataset(with_data).split("PublicTest")
+    probs = np.full((len(split), len(names)), 0.01)
+    probs[:, names.index("surprise")] = 0.94          # the saved report says: surprise, every face
+    save_report({**build_report(split.labels.numpy(), probs, names, split.ids), "split": "PublicTest",
+                 "tta": "none"}, env / "ckpt" / "tiny.PublicTest.json")
+    at = _page()
+    assert not at.exception and not at.error
+    assert all(", predicted surprise 94%" in c for c in _grid(at)) and _grid(at)
+    assert f"{1 / 7:.1%} right" in next(c.value for c in at.caption if "match the filters" in c.value)
