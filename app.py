@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.common import checkpoint_dir, data_path, run_store
-from fer_core import load_dataset, read_metadata
-from fer_core.checkpoint import CheckpointError
+from fer_core.checkpoint import CheckpointError, read_metadata
+from fer_core.data import load_dataset
 
 
 @st.cache_data(show_spinner="Reading the data set…")

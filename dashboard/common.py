@@ -6,8 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core import FerClassifier, RunStore, find_fer2013, load_dataset, load_report, read_metadata
-from fer_core.checkpoint import CheckpointError
+from fer_core.checkpoint import CheckpointError, FerClassifier, read_metadata
+from fer_core.data import find_fer2013, load_dataset
+from fer_core.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +85,8 @@ def dataset(path: str, classes: tuple[str, ...] | None = None):
 
 @st.cache_data(show_spinner=False)
 def report(path: str, mtime: float) -> dict:
+    from fer_core.evaluation import load_report  # scikit-learn: only for pages that show reports
+
     return load_report(path)
 
 

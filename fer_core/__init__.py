@@ -10,22 +10,51 @@ The public API mirrors the command line (``python -m fer_core info|train|evaluat
 
 Nothing here imports Streamlit; the dashboard is a view over these functions.
 """
-from .checkpoint import CheckpointError, FerClassifier, read_metadata
-from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, FerDataset, FerSplit, find_fer2013, load_dataset,
-                   parse_class_list)
-from .evaluation import build_report, evaluate, load_report, save_report
-from .explanation import CAM_METHODS, Explanation, explain
-from .models import MODEL_NAMES, ModelError, create_model
-from .predict import ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image, predict_paths
-from .runs import Run, RunError, RunStore
-from .training import PRESETS, TrainConfig, TrainingDiverged, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CAM_METHODS", "FER2013_CLASSES", "FER2013_SPLITS", "MODEL_NAMES", "PRESETS", "CheckpointError", "DataError",
-    "Explanation", "FerClassifier", "FerDataset", "FerSplit", "ImageError", "ImagePrediction", "ModelError", "Run",
-    "RunError", "RunStore", "TrainConfig", "TrainingDiverged", "annotate", "build_report", "create_model",
-    "detect_faces", "evaluate", "explain", "find_fer2013", "load_dataset", "load_image", "load_report",
-    "parse_class_list", "predict_image", "predict_paths", "read_metadata", "save_report", "train",
-]
+# name -> submodule; loaded on first use, so that ``from fer_core import RunStore`` does not pull in
+# timm, scikit-learn and grad-cam (seconds of import time for a dashboard page that needs none)
+_EXPORTS = {
+    "checkpoint": ("CheckpointError", "FerClassifier", "read_metadata"),
+    "data": ("FER2013_CLASSES", "FER2013_SPLITS", "DataError", "FerDataset", "FerSplit", "find_fer2013",
+             "load_dataset", "parse_class_list"),
+    "evaluation": ("build_report", "evaluate", "load_report", "save_report"),
+    "explanation": ("CAM_METHODS", "Explanation", "explain"),
+    "models": ("MODEL_NAMES", "ModelError", "create_model"),
+    "predict": ("ImageError", "ImagePrediction", "annotate", "detect_faces", "load_image", "predict_image",
+                "predict_paths"),
+    "runs": ("Run", "RunError", "RunStore"),
+    "training": ("PRESETS", "TrainConfig", "TrainingDiverged", "train"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .checkpoint import CheckpointError, FerClassifier, read_metadata
+    from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, FerDataset, FerSplit, find_fer2013, load_dataset,
+                       parse_class_list)
+    from .evaluation import build_report, evaluate, load_report, save_report
+    from .explanation import CAM_METHODS, Explanation, explain
+    from .models import MODEL_NAMES, ModelError, create_model
+    from .predict import (ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image,
+                          predict_paths)
+    from .runs import Run, RunError, RunStore
+    from .training import PRESETS, TrainConfig, TrainingDiverged, train

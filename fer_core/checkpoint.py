@@ -19,8 +19,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from .models import create_model
-
 FORMAT = "fer-studio/1"
 STATE_PREFIX = "train_state."
 
@@ -136,6 +134,8 @@ class FerClassifier:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> FerClassifier:
         meta = read_metadata(path)
+        from .models import create_model  # timm: imported only when a model is built
+
         model = create_model(meta["arch"], num_classes=len(meta["class_names"]), img_size=meta["img_size"],
                              output_stride=meta["output_stride"], drop_rate=meta["drop_rate"])
         state, _ = read_tensors(path)
