@@ -86,11 +86,12 @@ def cmd_train(args) -> int:
         if f.name not in _TRAIN_SKIP and value is not None:
             overrides[f.name] = parse_class_list(value) if f.name == "classes" else value
     if args.resume:
-        unexpected = set(overrides) - {"epochs", "threads"}
+        unexpected = set(overrides) - {"epochs", "clean_epochs", "threads"}
         if unexpected:
-            raise CliError(f"--resume continues a run with its own config; only --epochs can change "
-                           f"(got {', '.join(sorted(unexpected))})")
-        run = train(runs_root=args.out, resume=args.resume, epochs=overrides.get("epochs"))
+            raise CliError(f"--resume continues a run with its own config; only --epochs and --clean-epochs can "
+                           f"change (got {', '.join(sorted(unexpected))})")
+        run = train(runs_root=args.out, resume=args.resume, epochs=overrides.get("epochs"),
+                    clean_epochs=overrides.get("clean_epochs"))
     else:
         if not args.data:
             raise CliError("--data PATH is required (a FER-2013 folder or fer2013.csv)")

@@ -80,6 +80,7 @@ class TrainConfig:
     translate: float = 0.1                    # fraction of the image size
     brightness_contrast: float = 0.2
     erase_prob: float = 0.0
+    clean_epochs: int = 0                     # the last N epochs without mixup/cutmix and erasing
     class_weight_power: float = 0.5           # 0: no class weights, 1: inverse frequency
     class_weight_cap: float = 3.0             # weights are clipped to [1/cap, cap]
     ema_decay: float = 0.0                    # 0: no weight EMA
@@ -120,28 +121,31 @@ class TrainConfig:
             raise ValueError("select_metric must be accuracy or macro_f1")
         if self.class_weight_cap < 1:
             raise ValueError("class_weight_cap must be >= 1")
+        if not 0 <= self.clean_epochs <= self.epochs:
+            raise ValueError("clean_epochs must lie between 0 and epochs")
 
 
 # Named recipes; a preset is data, chosen by name (``--preset``). Flags given with it override it.
 PRESETS: dict[str, dict] = {
     # From random initialisation on a 2-core CPU (see docs/RESULTS.md): 64 px input, output
-    # stride 16 (4x4 final map), all stages trainable from the start, light mixup.
-    "fer2013-effnet-b0": dict(model="efficientnet_b0", img_size=64, epochs=50, batch_size=64, lr=2e-3,
+    # stride 16 (4x4 final map), all stages trainable from the start, light mixup; the last 15
+    # epochs without mixup and erasing.
+    "fer2013-effnet-b0": dict(model="efficientnet_b0", img_size=64, epochs=65, batch_size=64, lr=2e-3,
                               weight_decay=0.05, warmup_epochs=2, mixup_alpha=0.2, mixup_prob=0.5,
                               label_smoothing=0.1,
                               drop_rate=0.3, drop_path_rate=0.1, rotate_deg=10, scale_jitter=0.1,
-                              translate=0.1, erase_prob=0.25, class_weight_power=0.5, class_weight_cap=3.0,
-                              ema_decay=0.999, unfreeze_head_epochs=0),
+                              translate=0.1, erase_prob=0.25, clean_epochs=15, class_weight_power=0.5,
+                              class_weight_cap=3.0, ema_decay=0.999, unfreeze_head_epochs=0),
     # Fine-tuning ImageNet weights (online users, or --weights): head first, then stage by stage.
     "fer2013-effnet-b0-pretrained": dict(model="efficientnet_b0", pretrained=True, img_size=96, epochs=30,
                                          batch_size=64, lr=1e-3, backbone_lr=5e-4, layer_decay=0.8,
                                          unfreeze_head_epochs=1, unfreeze_every=1, mixup_alpha=0.2,
                                          label_smoothing=0.1, drop_rate=0.3, ema_decay=0.999),
-    "fer2013-resnet18": dict(model="resnet18", img_size=64, epochs=50, batch_size=64, lr=2e-3,
+    "fer2013-resnet18": dict(model="resnet18", img_size=64, epochs=65, batch_size=64, lr=2e-3,
                              weight_decay=0.05, warmup_epochs=2, mixup_alpha=0.2, mixup_prob=0.5,
                              label_smoothing=0.1,
                              drop_rate=0.3, rotate_deg=10, scale_jitter=0.1, translate=0.1, erase_prob=0.25,
-                             class_weight_power=0.5, class_weight_cap=3.0, ema_decay=0.999),
+                             clean_epochs=15, class_weight_power=0.5, class_weight_cap=3.0, ema_decay=0.999),
     # A smoke test: a couple of minutes on a laptop CPU.
     "quick": dict(model="efficientnet_b0", img_size=48, epochs=2, batch_size=32, lr=2e-3,
                   max_train_images=2000, ema_decay=0.0),
@@ -410,9 +414,10 @@ def _setup_logging(run: Run | None) -> logging.Handler | None:
 
 def train(config: TrainConfig | None = None, runs_root: str | Path = "runs", run_id: str | None = None,
           resume: str | Path | None = None, dataset: FerDataset | None = None, progress: bool = True,
-          epochs: int | None = None) -> Run:
+          epochs: int | None = None, clean_epochs: int | None = None) -> Run:
     """Train a model and return its run. ``resume`` (a run id or folder) continues from ``last``;
-    ``epochs`` then extends (or shortens) the run, the cosine schedule stretching to the new end.
+    ``epochs`` then extends (or shortens) the run, the cosine schedule stretching to the new end, and
+    ``clean_epochs`` resets how many of the last epochs train without mixup and erasing.
 
     Launched under ``torchrun`` it trains with DDP, one process a GPU (or CPU process with gloo).
     """
@@ -422,8 +427,11 @@ def train(config: TrainConfig | None = None, runs_root: str | Path = "runs", run
     if resume is not None:
         run = store.get(resume)
         config = TrainConfig.from_dict(run.read_config())
-        if epochs and epochs != config.epochs:
-            config.epochs = epochs
+        changed = {k: v for k, v in (("epochs", epochs), ("clean_epochs", clean_epochs))
+                   if v is not None and v != getattr(config, k)}
+        if changed:
+            config = dataclasses.replace(config, **changed)
+            config.validate()
             if dist_info.main:
                 run.write_json(run.config_path, config.to_dict())
     elif dist_info.main:
@@ -502,6 +510,9 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     guard = NonFiniteLossGuard(cfg.max_nonfinite, cfg.nonfinite_lr_cut)
     augment, mixer = BatchAugment(cfg), TargetMixer(cfg, num_classes)
+    # the last clean_epochs fit the undistorted data (as YOLOX drops mosaic and mixup at the end)
+    clean_cfg = dataclasses.replace(cfg, mixup_alpha=0.0, cutmix_alpha=0.0, erase_prob=0.0)
+    clean_augment, clean_mixer = BatchAugment(clean_cfg), TargetMixer(clean_cfg, num_classes)
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -553,6 +564,10 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
     ddp_model, ddp_count = model, None
     start_epoch = progress_state["epoch"]
     for epoch in range(start_epoch, cfg.epochs):
+        clean = epoch >= cfg.epochs - cfg.clean_epochs
+        epoch_augment, epoch_mixer = (clean_augment, clean_mixer) if clean else (augment, mixer)
+        if clean and epoch == cfg.epochs - cfg.clean_epochs and d.main:
+            log.info("epoch %d on: no mixup, cutmix or random erasing (clean_epochs=%d)", epoch + 1, cfg.clean_epochs)
         count = unfrozen_stage_count(cfg, epoch, len(stages))
         unfrozen = apply_unfreezing(model, count)
         if d.on and count != ddp_count:  # DDP tracks the trainable set it was built with
@@ -580,9 +595,9 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * factor
             idx = shard[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = augment(train_split.images[idx], rng).to(device, non_blocking=True)
+            x = epoch_augment(train_split.images[idx], rng).to(device, non_blocking=True)
             y = train_split.labels[idx].to(device)
-            x, soft = mixer(x, y)
+            x, soft = epoch_mixer(x, y)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = ddp_model(x)
             loss = soft_target_loss(logits, soft, weights)
@@ -631,7 +646,7 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
                 progress_state["since_best"] += 1
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                    **val, "lr": {g["stage"]: g["lr"] for g in optimizer.param_groups},
-                   "unfrozen_stages": len(unfrozen), "unfrozen": unfrozen, "seconds": seconds,
+                   "unfrozen_stages": len(unfrozen), "unfrozen": unfrozen, "clean": clean, "seconds": seconds,
                    "images_per_s": seen * d.world / max(seconds, 1e-9), "nonfinite_steps": guard.total,
                    "best": improved, "time": time.time()}
             run.append_metrics(row)

@@ -23,7 +23,8 @@ from fer_core.runs import Run, check_run_id  # noqa: E402
 ACTIVE = ("queued", "running")
 REFRESH_S = 2.5
 NO_PRESET = "(none: the defaults)"
-INT_FIELDS = ("epochs", "batch_size", "img_size", "max_train_images", "unfreeze_head_epochs", "unfreeze_every")
+INT_FIELDS = ("epochs", "batch_size", "img_size", "max_train_images", "unfreeze_head_epochs", "unfreeze_every",
+              "clean_epochs")
 FLOAT_FIELDS = ("lr", "backbone_lr", "layer_decay", "mixup_alpha", "label_smoothing", "class_weight_power",
                 "class_weight_cap")
 STATE_ICON = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "stopped": "⏹️"}
@@ -116,13 +117,15 @@ with st.form("train_new_run"):
                         help="Learning-rate factor per stage towards the input (1: the same for all).")
 
     st.subheader("Regularisation and class balance")
-    col = st.columns(4)
+    col = st.columns(5)
     col[0].number_input("Mixup alpha (0: off)", min_value=0.0, max_value=5.0, step=0.1, key="train_mixup_alpha")
-    col[1].number_input("Label smoothing", min_value=0.0, max_value=0.9, step=0.05, key="train_label_smoothing")
-    col[2].number_input("Class-weight power (0: off)", min_value=0.0, max_value=2.0, step=0.1,
+    col[1].number_input("Clean final epochs", min_value=0, max_value=1000, step=1, key="train_clean_epochs",
+                        help="The last N epochs train without mixup and random erasing.")
+    col[2].number_input("Label smoothing", min_value=0.0, max_value=0.9, step=0.05, key="train_label_smoothing")
+    col[3].number_input("Class-weight power (0: off)", min_value=0.0, max_value=2.0, step=0.1,
                         key="train_class_weight_power",
                         help="Loss weights from inverse class frequency to this power (1: inverse frequency).")
-    col[3].number_input("Class-weight cap", min_value=1.0, max_value=100.0, step=0.5, key="train_class_weight_cap",
+    col[4].number_input("Class-weight cap", min_value=1.0, max_value=100.0, step=0.5, key="train_class_weight_cap",
                         help="Weights are clipped to [1/cap, cap].")
 
     st.text_input("Run name (optional)", key="train_run_name", placeholder="e.g. effb0-64px",

@@ -2,7 +2,8 @@
 
     python scripts/ablation.py --data ../shared/data/fer2013 --out ~/fer-runs/runs --epochs 6
 
-Trains the preset with a shorter schedule, then once per variant with one ingredient changed:
+Trains the preset with a shorter schedule (every epoch with the full augmentation: no clean
+epochs), then once per variant with one ingredient changed:
 no mixup, no label smoothing, no class weights, and gradual unfreezing switched on (the preset
 trains every stage from the first step: from random initialisation there are no pretrained
 features for unfreezing to protect). Runs are named ``ablation-<variant>``; finished ones are
@@ -49,7 +50,7 @@ def main() -> None:
                 train(resume=path, progress=False)
         else:
             config = TrainConfig.from_preset(PRESET, data=args.data, epochs=args.epochs, warmup_epochs=1,
-                                             threads=args.threads, **VARIANTS[name])
+                                             clean_epochs=0, threads=args.threads, **VARIANTS[name])
             train(config, runs_root=args.out, run_id=run_id, progress=False)
         done.append(str(path))
     print(markdown_table([summarise(p) for p in done]))

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, make_folder_dataset
 from fer_core import read_metadata
 from fer_core.runs import Run
+from fer_core.training import PRESETS
 
 PAGE = str(ROOT / "pages" / "1_Train.py")
 WAIT_S = 90  # a tiny run takes ~10 s alone (mostly importing torch); this machine may be busy
@@ -110,6 +111,15 @@ def test_a_preset_fills_the_form(runs_dir):
     assert at.number_input(key="train_backbone_lr").value == pytest.approx(5e-4)
     assert at.number_input(key="train_layer_decay").value == pytest.approx(0.8)
     assert not at.warning and not at.exception
+    at.selectbox(key="train_preset").set_value("fer2013-effnet-b0").run()
+    assert at.number_input(key="train_epochs").value == PRESETS["fer2013-effnet-b0"]["epochs"]
+    assert at.number_input(key="train_clean_epochs").value == PRESETS["fer2013-effnet-b0"]["clean_epochs"] > 0
+
+
+def test_more_clean_epochs_than_epochs_is_refused_with_a_message(runs_dir, synthetic_data):
+    at = submit(page(), synthetic_data, name="too-clean", epochs=2, clean_epochs=3)
+    assert "clean_epochs" in texts(at.error)
+    assert not (runs_dir / "too-clean").exists()
 
 
 def test_form_starts_a_background_run_that_finishes_and_shows_its_curves(runs_dir, synthetic_data):

@@ -545,6 +545,45 @@ def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, synth
     assert rows[1]["train_acc"] == pytest.approx(ref[1]["train_acc"])
 
 
+def _count_calls(monkeypatch, cls, counts: list[int]) -> None:
+    """Count calls of ``cls`` instances into ``counts[-1]`` (a test appends a new counter an epoch)."""
+    original = cls.__call__
+
+    def counting(self, *args, **kwargs):
+        counts[-1] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__call__", counting)
+
+
+def test_clean_epochs_drop_mixup_and_erasing_at_the_end_and_can_be_set_on_resume(tmp_path, synthetic,
+                                                                                   monkeypatch):
+    data, ds = synthetic
+    mixups, erasings = [0], [0]
+    _count_calls(monkeypatch, train_mod.Mixup, mixups)
+    _count_calls(monkeypatch, train_mod.RandomErasing, erasings)
+    real_validate = train_mod.validate
+
+    def next_epoch(*args, **kwargs):  # validation closes an epoch: start new counters
+        mixups.append(0)
+        erasings.append(0)
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "validate", next_epoch)
+    cfg = _cfg(data, epochs=3, clean_epochs=1, mixup_alpha=0.4, erase_prob=0.5)
+    run = train(cfg, runs_root=tmp_path, run_id="clean", dataset=ds, progress=False)
+    assert [r["clean"] for r in run.metrics()] == [False, False, True]
+    assert mixups[:3] == [5, 5, 0] and erasings[:3] == [5, 5, 0]   # 5 batches an epoch
+
+    mixups[:], erasings[:] = [0], [0]
+    run = train(runs_root=tmp_path, resume="clean", dataset=ds, progress=False, epochs=6, clean_epochs=2)
+    assert run.read_config()["clean_epochs"] == 2 and run.read_config()["epochs"] == 6
+    assert [r["clean"] for r in run.metrics()] == [False, False, True, False, True, True]
+    assert mixups[:3] == [5, 0, 0]
+    with pytest.raises(ValueError, match="clean_epochs"):
+        train(runs_root=tmp_path, resume="clean", dataset=ds, progress=False, clean_epochs=9)
+
+
 def test_early_stop_and_best_by_macro_f1(tmp_path, synthetic, monkeypatch):
     data, ds = synthetic
     scores = iter([(0.10, 0.50), (0.90, 0.40), (0.95, 0.45), (0.99, 0.30), (0.99, 0.30)])
