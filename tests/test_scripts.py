@@ -1,0 +1,63 @@
+"""The scripts that make the published tables and plots (scripts/), on a run and a report made here."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from fer_core import build_report, save_report
+from fer_core.runs import RunStore
+
+SCRIPTS = ROOT / "scripts"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run folder with three epochs of metrics, the best at epoch 2."""
+    run = RunStore(tmp_path / "runs").create({"model": "resnet18", "img_size": 64, "epochs": 5}, "cmp")
+    rows = [(1.9, 0.30, 0.20, False, 100.0), (1.2, 0.60, 0.55, True, 120.0), (1.1, 0.58, 0.56, False, 110.0)]
+    with open(run.metrics_path, "w") as f:
+        for epoch, (loss, acc, f1, best, seconds) in enumerate(rows, start=1):
+            f.write(json.dumps({"epoch": epoch, "val_loss": loss, "val_acc": acc, "val_macro_f1": f1, "best": best,
+                                "seconds": seconds, "images_per_s": 28709 / seconds}) + "\n")
+    return run.path
+
+
+def run_script(name: str, *args) -> str:
+    out = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_compare_runs_reports_the_best_checkpoints_epoch(run_dir):
+    lines = run_script("compare_runs.py", run_dir).strip().splitlines()
+    assert len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells == ["cmp", "resnet18", "64 px", "3/5", "2", "0.6000", "0.5500", "1.2000", "1.1000", "110", "261"]
+
+
+def test_report_tables_prints_headline_per_class_and_confusion(tmp_path):
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    report = {**build_report(np.array([0, 1, 1, 1]), probs, ["happy", "sad"]), "split": "PrivateTest",
+              "tta": "flip"}
+    save_report(report, tmp_path / "m.PrivateTest.json")
+    text = run_script("report_tables.py", tmp_path / "m.PrivateTest.json")
+    assert "| m.PrivateTest.json | PrivateTest | flip | 4 | 75.00% |" in text
+    assert "| sad | 1.000 | 0.667 | 0.800 | 3 |" in text     # 2 of 3 sad found, every sad answer right
+    assert "| happy | 1 | 0 |" in text and "| sad | 1 | 2 |" in text
+
+
+def test_plot_training_writes_a_png(run_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    with open(run_dir / "metrics.jsonl", "w") as f:   # the plot also needs the train curves
+        for r in rows:
+            f.write(json.dumps({**r, "train_loss": r["val_loss"] + 0.3, "train_acc": r["val_acc"] - 0.1}) + "\n")
+    out = tmp_path / "curves.png"
+    run_script("plot_training.py", run_dir, "--out", out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
