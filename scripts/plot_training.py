@@ -39,6 +39,11 @@ def main() -> None:
         best = max(rows, key=lambda r: r["val_acc"])
         ax_acc.annotate(f"{best['val_acc']:.3f}", (best["epoch"], best["val_acc"]), textcoords="offset points",
                         xytext=(0, 6), ha="center", color=color, fontsize=8)
+        clean = [r["epoch"] for r in rows if r.get("clean")]
+        if clean and i == 0:  # the epochs without mixup and erasing, where the train curves jump
+            for ax in (ax_loss, ax_acc):
+                ax.axvspan(min(clean) - 0.5, max(clean) + 0.5, color="0.9", zorder=0,
+                           label="clean epochs (no mixup, no erasing)")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (train: with mixup, smoothing, class weights)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (validation: PublicTest)")
     for ax in (ax_loss, ax_acc):
