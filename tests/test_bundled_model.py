@@ -1,0 +1,54 @@
+"""The model shipped in checkpoints/: what its metadata says, that its saved reports are the ones it
+produces, and that it is the default of the command line and reads real faces."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, needs_fer
+from fer_core import FerClassifier, load_dataset, load_report, read_metadata
+from fer_core.cli import default_checkpoint
+from fer_core.data import FER2013_CLASSES
+from fer_core.evaluation import evaluate
+from fer_core.predict import load_image, predict_image
+
+BUNDLED = ROOT / "checkpoints" / "fer2013_effnet_b0.safetensors"
+pytestmark = pytest.mark.skipif(not BUNDLED.exists(), reason=f"no bundled checkpoint at {BUNDLED}")
+
+
+def test_metadata_size_and_default():
+    meta = read_metadata(BUNDLED)
+    assert meta["arch"] == "efficientnet_b0" and tuple(meta["class_names"]) == FER2013_CLASSES
+    assert meta["img_size"] == 64 and meta["config"]["preset"] == "fer2013-effnet-b0"
+    assert BUNDLED.stat().st_size < 25e6
+    assert default_checkpoint() == BUNDLED
+
+
+def test_saved_reports_cover_the_test_splits():
+    for name in ("PublicTest", "PrivateTest", "PrivateTest.flip+crops"):
+        report = load_report(BUNDLED.with_name(f"{BUNDLED.stem}.{name}.json"))
+        assert report["split"] == name.split(".")[0] and report["num_images"] == 3589
+        assert report["tta"] == (name.split(".")[1] if "." in name else "none")
+        assert len(report["predictions"]) == 3589
+
+
+@needs_fer
+def test_private_test_report_is_what_the_checkpoint_gives(fer_root):
+    """The published PrivateTest figures come out again from the shipped file."""
+    saved = load_report(BUNDLED.with_name(f"{BUNDLED.stem}.PrivateTest.json"))
+    split = load_dataset(fer_root).split("PrivateTest")
+    report = evaluate(FerClassifier.from_checkpoint(BUNDLED), split, "PrivateTest")
+    assert report["accuracy"] == pytest.approx(saved["accuracy"], abs=1 / 3589)
+    assert report["macro"]["f1"] == pytest.approx(saved["macro"]["f1"], abs=2e-3)
+    agree = np.mean([a["predicted"] == b["predicted"] for a, b in zip(report["predictions"], saved["predictions"])])
+    assert agree > 0.998
+
+
+@needs_fer
+def test_reads_a_happy_face_in_a_photo(face_photo):
+    result = predict_image(FerClassifier.from_checkpoint(BUNDLED), load_image(face_photo))
+    assert len(result.faces) == 1
+    face = result.faces[0]
+    assert face.label == "happy" and face.probabilities["happy"] > 0.5, json.dumps(face.probabilities)
