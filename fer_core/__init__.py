@@ -25,11 +25,12 @@ _EXPORTS = {
              "load_dataset", "parse_class_list"),
     "evaluation": ("build_report", "evaluate", "load_report", "save_report"),
     "explanation": ("CAM_METHODS", "Explanation", "explain"),
-    "models": ("MODEL_NAMES", "ModelError", "create_model"),
+    "config": ("MODEL_NAMES", "PRESETS", "TrainConfig"),
+    "models": ("ModelError", "create_model"),
     "predict": ("ImageError", "ImagePrediction", "annotate", "detect_faces", "load_image", "predict_image",
                 "predict_paths"),
     "runs": ("Run", "RunError", "RunStore"),
-    "training": ("PRESETS", "TrainConfig", "TrainingDiverged", "train"),
+    "training": ("TrainingDiverged", "train"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
@@ -53,8 +54,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
                        parse_class_list)
     from .evaluation import build_report, evaluate, load_report, save_report
     from .explanation import CAM_METHODS, Explanation, explain
-    from .models import MODEL_NAMES, ModelError, create_model
+    from .config import MODEL_NAMES, PRESETS, TrainConfig
+    from .models import ModelError, create_model
     from .predict import (ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image,
                           predict_paths)
     from .runs import Run, RunError, RunStore
-    from .training import PRESETS, TrainConfig, TrainingDiverged, train
+    from .training import TrainingDiverged, train

@@ -57,7 +57,7 @@ _TRAIN_HELP = {
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag a ``TrainConfig`` field (``--batch-size`` for ``batch_size``), default None."""
-    from .training import TrainConfig
+    from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -220,7 +220,7 @@ def _checkpoint(path: str | None) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import TTA_MODES
     from .explanation import CAM_METHODS
-    from .training import PRESETS
+    from .config import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m fer_core", description="FER Studio: facial expression recognition "
                                 "on FER-2013 (train, evaluate, explain, predict).")

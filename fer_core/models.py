@@ -20,9 +20,10 @@ import timm
 import torch
 from torch import nn
 
+from .config import MODEL_NAMES
+
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = ("efficientnet_b0", "resnet18", "resnet50")
 IN_CHANS = 1
 
 

@@ -17,8 +17,9 @@ if str(ROOT) not in sys.path:  # `streamlit run pages/1_Train.py` puts only page
 
 from dashboard import common  # noqa: E402
 from dashboard import training_charts as charts  # noqa: E402
-from fer_core import FER2013_CLASSES, MODEL_NAMES, PRESETS, RunError, TrainConfig  # noqa: E402
-from fer_core.runs import Run, check_run_id  # noqa: E402
+from fer_core.config import MODEL_NAMES, PRESETS, TrainConfig  # noqa: E402
+from fer_core.data import FER2013_CLASSES  # noqa: E402
+from fer_core.runs import Run, RunError, check_run_id  # noqa: E402
 
 ACTIVE = ("queued", "running")
 REFRESH_S = 2.5

@@ -1,0 +1,116 @@
+"""Training configuration: ``TrainConfig`` and the named recipes (presets).
+
+Plain data with no heavy imports, so that forms and command-line parsers can use it without
+loading PyTorch, timm or scikit-learn.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+MODEL_NAMES = ("efficientnet_b0", "resnet18", "resnet50")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.json`` and in every checkpoint."""
+
+    data: str = ""
+    model: str = "efficientnet_b0"
+    classes: list[str] | None = None          # a class subset, e.g. ["angry", "disgust", "fear", "happy"]
+    img_size: int = 48                        # network input size (px)
+    output_stride: int | None = None          # None: 16 below 112 px, else 32
+    pretrained: bool = False                  # timm ImageNet weights (needs a network connection)
+    weights: str | None = None                # local weights file instead
+    epochs: int = 30
+    batch_size: int = 32                      # per process
+    lr: float = 1e-3                          # classifier head
+    backbone_lr: float | None = None          # top backbone stage (None: same as lr)
+    layer_decay: float = 1.0                  # lr multiplier per stage towards the input
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01                # cosine floor, as a fraction of each group's lr
+    unfreeze_head_epochs: int = 0             # epochs training the head alone (0: all trainable at once)
+    unfreeze_every: int = 1                   # then one more stage every N epochs (0: the rest at once)
+    mixup_alpha: float = 0.2
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    label_smoothing: float = 0.1
+    drop_rate: float = 0.2
+    drop_path_rate: float = 0.0
+    flip_prob: float = 0.5
+    rotate_deg: float = 10.0
+    scale_jitter: float = 0.1
+    translate: float = 0.1                    # fraction of the image size
+    brightness_contrast: float = 0.2
+    erase_prob: float = 0.0
+    clean_epochs: int = 0                     # the last N epochs without mixup/cutmix and erasing
+    class_weight_power: float = 0.5           # 0: no class weights, 1: inverse frequency
+    class_weight_cap: float = 3.0             # weights are clipped to [1/cap, cap]
+    ema_decay: float = 0.0                    # 0: no weight EMA
+    grad_clip: float = 5.0
+    early_stop_patience: int = 0              # epochs without improvement (0: off)
+    select_metric: str = "accuracy"           # or "macro_f1", on the validation split
+    max_nonfinite: int = 5                    # non-finite losses in a row before giving up
+    nonfinite_lr_cut: float = 0.5
+    seed: int = 0
+    amp: bool = True                          # mixed precision on CUDA
+    threads: int = 0                          # torch CPU threads (0: default)
+    max_train_images: int = 0                 # a seeded random subset of Training (0: all)
+    preset: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> TrainConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], "preset": name, **overrides})
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("epochs must be >= 1 and batch_size >= 2")
+        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.batch_size % 2:
+            raise ValueError("mixup/cutmix need an even batch size")
+        if self.select_metric not in ("accuracy", "macro_f1"):
+            raise ValueError("select_metric must be accuracy or macro_f1")
+        if self.class_weight_cap < 1:
+            raise ValueError("class_weight_cap must be >= 1")
+        if not 0 <= self.clean_epochs <= self.epochs:
+            raise ValueError("clean_epochs must lie between 0 and epochs")
+
+
+# Named recipes; a preset is data, chosen by name (``--preset``). Flags given with it override it.
+PRESETS: dict[str, dict] = {
+    # From random initialisation on a 2-core CPU (see docs/RESULTS.md): 64 px input, output
+    # stride 16 (4x4 final map), all stages trainable from the start, light mixup; the last 15
+    # epochs without mixup and erasing.
+    "fer2013-effnet-b0": dict(model="efficientnet_b0", img_size=64, epochs=65, batch_size=64, lr=2e-3,
+                              weight_decay=0.05, warmup_epochs=2, mixup_alpha=0.2, mixup_prob=0.5,
+                              label_smoothing=0.1,
+                              drop_rate=0.3, drop_path_rate=0.1, rotate_deg=10, scale_jitter=0.1,
+                              translate=0.1, erase_prob=0.25, clean_epochs=15, class_weight_power=0.5,
+                              class_weight_cap=3.0, ema_decay=0.999, unfreeze_head_epochs=0),
+    # Fine-tuning ImageNet weights (online users, or --weights): head first, then stage by stage.
+    "fer2013-effnet-b0-pretrained": dict(model="efficientnet_b0", pretrained=True, img_size=96, epochs=30,
+                                         batch_size=64, lr=1e-3, backbone_lr=5e-4, layer_decay=0.8,
+                                         unfreeze_head_epochs=1, unfreeze_every=1, mixup_alpha=0.2,
+                                         label_smoothing=0.1, drop_rate=0.3, ema_decay=0.999),
+    "fer2013-resnet18": dict(model="resnet18", img_size=64, epochs=65, batch_size=64, lr=2e-3,
+                             weight_decay=0.05, warmup_epochs=2, mixup_alpha=0.2, mixup_prob=0.5,
+                             label_smoothing=0.1,
+                             drop_rate=0.3, rotate_deg=10, scale_jitter=0.1, translate=0.1, erase_prob=0.25,
+                             clean_epochs=15, class_weight_power=0.5, class_weight_cap=3.0, ema_decay=0.999),
+    # A smoke test: a couple of minutes on a laptop CPU.
+    "quick": dict(model="efficientnet_b0", img_size=48, epochs=2, batch_size=32, lr=2e-3,
+                  max_train_images=2000, ema_decay=0.0),
+}
