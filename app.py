@@ -64,10 +64,10 @@ def home() -> None:
 
 PAGE_NOTES = {"Train": "launch and watch training runs", "Metrics": "per-class metrics, confusion and bias",
              "Grad-CAM": "where the model looks, face by face", "Predict": "your own photos"}
-PAGES = [st.Page("pages/1_Train.py", title="Train", icon="🏋️", url_path="Train"),
-         st.Page("pages/2_Metrics.py", title="Metrics", icon="📊", url_path="Metrics"),
-         st.Page("pages/3_Grad-CAM.py", title="Grad-CAM", icon="🔥", url_path="Grad-CAM"),
-         st.Page("pages/4_Predict.py", title="Predict", icon="📷", url_path="Predict")]
+PAGES = [st.Page("pages/1_Train.py", title="Train", icon=":material/model_training:", url_path="Train"),
+         st.Page("pages/2_Metrics.py", title="Metrics", icon=":material/bar_chart:", url_path="Metrics"),
+         st.Page("pages/3_Grad-CAM.py", title="Grad-CAM", icon=":material/local_fire_department:", url_path="Grad-CAM"),
+         st.Page("pages/4_Predict.py", title="Predict", icon=":material/photo_camera:", url_path="Predict")]
 
 st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
-st.navigation([st.Page(home, title="Home", icon="🏠", default=True), *PAGES]).run()
+st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES]).run()
