@@ -5,10 +5,10 @@ import numpy as np
 import streamlit as st
 
 from dashboard import faces
-from dashboard.common import (checkpoint_choices, classifier_or_stop, data_path, dataset, load_classifier,
+from dashboard.common import (checkpoint_choices, classifier_or_stop, data_path, dataset, load_classifier, report,
                               saved_reports)
 from fer_core.data import DataError
-from fer_core.evaluation import load_report, report_probabilities
+from fer_core.evaluation import report_probabilities
 from fer_core.explanation import CAM_METHODS
 from fer_core.predict import ImageError
 
@@ -28,7 +28,8 @@ def split_probabilities(checkpoint: str, mtime: float, data: str, split: str) ->
     saved = saved_reports(Path(checkpoint)).get(split)
     if saved is not None:
         try:
-            probs = report_probabilities(load_report(saved), faces_of_split.ids, classifier.class_names)
+            saved_report = report(str(saved), saved.stat().st_mtime)  # shared with the Metrics page's cache
+            probs = report_probabilities(saved_report, faces_of_split.ids, classifier.class_names)
         except (OSError, ValueError):
             probs = None
         if probs is not None:
