@@ -105,7 +105,7 @@ def cmd_train(args) -> int:
         run = train(config, runs_root=args.out, run_id=args.run_id)
     status = run.status()
     rows = run.metrics()
-    best = ([r for r in rows if r.get("best")] or [None])[-1]  # the epoch the best checkpoint holds
+    best = run.best_metrics()
     summary = {"run": str(run.path), "state": status["state"], "epochs": len(rows),
                "best_checkpoint": str(run.best_checkpoint) if run.best_checkpoint.exists() else None,
                "best_epoch": best["epoch"] if best else None,

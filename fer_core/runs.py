@@ -98,6 +98,10 @@ class Run:
         self.write_json(self.status_path, status)
         return status
 
+    def best_metrics(self) -> dict | None:
+        """The metrics row of the epoch the best checkpoint holds (None before one is saved)."""
+        return next((r for r in reversed(self.metrics()) if r.get("best")), None)
+
     def metrics(self) -> list[dict]:
         if not self.metrics_path.exists():
             return []

@@ -27,7 +27,7 @@ def summarise(path: str) -> dict:
     if not rows:
         raise SystemExit(f"{path}: no finished epoch yet")
     config = run.read_config()
-    best = ([r for r in rows if r.get("best")] or [rows[-1]])[-1]
+    best = run.best_metrics() or rows[-1]
     full = [r for r in rows if r.get("images_per_s")]
     return {"run": run.run_id, "model": config["model"], "input": f"{config['img_size']} px",
             "epochs": f"{len(rows)}/{config['epochs']}", "best epoch": best["epoch"],
