@@ -46,6 +46,106 @@ def saved_report_file(checkpoint: Path, split: str, tta: str) -> Path:
     return checkpoint.parent / f"{checkpoint.stem}.{split}{'' if tta == 'none' else '.' + tta}.json"
 
 
+def show_per_class(report: dict, ckpt: Path, split: str, tta: str) -> None:
+    per_class = charts.per_class_table(report)
+    st.plotly_chart(charts.per_class_bars(report), key="metrics_per_class")
+    st.dataframe(per_class, hide_index=True,
+                 column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                for k in ("precision", "recall", "f1", "mean_confidence_correct",
+                                          "mean_confidence_wrong", "ece")})
+    stem = saved_report_file(ckpt, report.get("split") or split, report.get("tta") or tta).stem
+    d1, d2 = st.columns(2)
+    d1.download_button("Download the per-class table (CSV)", per_class.to_csv(index=False).encode(),
+                       file_name=f"{stem}.per_class.csv", mime="text/csv", key="metrics_csv_per_class")
+    d2.download_button("Download the per-image predictions (CSV)",
+                       charts.predictions_table(report).to_csv(index=False).encode(),
+                       file_name=f"{stem}.predictions.csv", mime="text/csv", key="metrics_csv_predictions")
+
+    st.subheader("Confusion matrix")
+    cm_mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="metrics_cm_mode",
+                       help="Row-normalised: each true class's row sums to 1, so the diagonal is the recall.")
+    st.plotly_chart(charts.confusion_heatmap(report, normalise=cm_mode == "row-normalised"), key="metrics_confusion")
+
+
+def show_bias(report: dict, ds) -> None:
+    st.subheader("Confidence of right and wrong answers")
+    kind = st.radio("Plot", ["box", "violin"], horizontal=True, key="metrics_conf_kind")
+    st.plotly_chart(charts.confidence_distribution(report, kind), key="metrics_confidence")
+    st.caption("Confidence is the top class probability; images are grouped by their true class. A model that is "
+               "as sure of its wrong answers as of its right ones gives no warning when it is wrong.")
+
+    st.subheader("Calibration")
+    col_rel, col_ece = st.columns(2)
+    rel_class = col_rel.selectbox("Reliability of", ["all classes", *report["class_names"]], key="metrics_rel_class",
+                                  help="For one class: the answers that predicted that class.")
+    col_rel.plotly_chart(charts.reliability_diagram(report, None if rel_class == "all classes" else rel_class),
+                         key="metrics_reliability")
+    col_ece.plotly_chart(charts.ece_per_class_bars(report), key="metrics_ece")
+    col_ece.caption("ECE of the answers that predicted each class; bars above the line are worse calibrated "
+                    "than the model overall.")
+
+    st.subheader("Class frequency against recall")
+    frequency_sources = ["evaluated split (support)"]
+    if ds is not None and "Training" in ds.splits:
+        frequency_sources.insert(0, "training set")
+    freq_source = st.radio("Class frequency", frequency_sources, horizontal=True, key="metrics_freq_source")
+    if freq_source == "training set":
+        counts = dict(zip(ds.class_names, ds.splits["Training"].class_counts(ds.num_classes)))
+        st.plotly_chart(charts.frequency_vs_recall(report, counts, "images in the training set"), key="metrics_freq")
+    else:
+        st.plotly_chart(charts.frequency_vs_recall(report), key="metrics_freq")
+    st.caption("Rare classes (FER-2013's disgust has 1.5% of the training images) tend to be recalled less.")
+
+
+def show_gallery(report: dict, ds, data: Path | None, class_names: tuple[str, ...]) -> None:
+    if ds is None:
+        st.info("The gallery needs the data set: put FER-2013 in `data/fer2013/` or set `FER2013_PATH`.")
+    else:
+        g1, g2 = st.columns(2)
+        true_pick = g1.selectbox("True class", ["any", *report["class_names"]], key="metrics_gallery_true")
+        pred_pick = g2.selectbox("Predicted class", ["any", *report["class_names"]], key="metrics_gallery_pred")
+        wrong, n_wrong = charts.misclassified(report, None if true_pick == "any" else true_pick,
+                                              None if pred_pick == "any" else pred_pick, limit=GALLERY_LIMIT)
+        index = image_index(str(data), class_names)
+        found = [(w, index[w["id"]]) for w in wrong if w["id"] in index]
+        if not n_wrong:
+            st.write("No misclassified images with these classes.")
+        elif not found:
+            st.warning(f"None of the report's images are in the data set at `{data}` (their ids do not match): "
+                       "the report was made on another copy or form of the data set.")
+        else:
+            shown = f"the {len(found)} most confident" if n_wrong > len(found) else "all"
+            st.write(f"{n_wrong:,} misclassified image(s); showing {shown}, most confident first.")
+            st.image([ds.splits[s].images[i].numpy() for _, (s, i) in found],
+                     caption=[f"{w['true']} → {w['predicted']} ({w['confidence']:.0%})" for w, _ in found], width=96)
+
+
+def show_comparison(choices: dict[str, Path], evaluated: set, data: Path | None, current_label: str) -> None:
+    loaders = {}
+    for c_label, c_path in choices.items():
+        for label, path in common.saved_reports(c_path).items():
+            loaders[f"{c_label} · {label}"] = (lambda p=path: common.report(str(p), p.stat().st_mtime))
+    for key in evaluated:
+        c_path = Path(key[0])
+        c_label = next((lab for lab, p in choices.items() if p == c_path), None)
+        if c_label and c_path.exists() and c_path.stat().st_mtime == key[1] and key[2] == str(data):
+            loaders[f"{c_label} · {key[3]} (TTA {key[4]}, evaluated now)"] = (lambda k=key: evaluated_report(*k))
+    picked = st.multiselect("Reports", list(loaders), default=[current_label] if current_label in loaders else [],
+                            key="metrics_compare",
+                            help="Saved reports of every checkpoint and run, and those evaluated in this session.")
+    if len(picked) < 2:
+        st.write("Choose two or more reports to compare them side by side.")
+    else:
+        compared = {label: loaders[label]() for label in picked}
+        table = charts.comparison_table(compared)
+        st.dataframe(table, hide_index=True,
+                     column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                    for k in table.columns if k not in ("report", "images")})
+        k1, k2 = st.columns(2)
+        k1.plotly_chart(charts.comparison_headline_bars(compared), key="metrics_compare_headline")
+        k2.plotly_chart(charts.comparison_f1_bars(compared), key="metrics_compare_f1")
+
+
 st.title("Metrics and model bias")
 st.write("Where the model is right and wrong, class by class: precision, recall and F1, the confusion matrix, "
          "how sure it is of right and wrong answers, whether that confidence is calibrated, and the images it "
@@ -153,106 +253,11 @@ st.caption(f"Split {report.get('split', split)}, TTA {report.get('tta', tta)}; m
            f"{head['macro_precision']:.3f}, macro recall {head['macro_recall']:.3f}, weighted F1 "
            f"{head['weighted_f1']:.3f}." + (f" Data: `{report['data']}`." if report.get("data") else ""))
 
-# --- per class ---------------------------------------------------------------------------------
-
-st.header("Per class")
-per_class = charts.per_class_table(report)
-st.plotly_chart(charts.per_class_bars(report), key="metrics_per_class")
-st.dataframe(per_class, hide_index=True,
-             column_config={k: st.column_config.NumberColumn(format="%.3f")
-                            for k in ("precision", "recall", "f1", "mean_confidence_correct",
-                                      "mean_confidence_wrong", "ece")})
-stem = saved_report_file(ckpt, report.get("split") or split, report.get("tta") or tta).stem
-d1, d2 = st.columns(2)
-d1.download_button("Download the per-class table (CSV)", per_class.to_csv(index=False).encode(),
-                   file_name=f"{stem}.per_class.csv", mime="text/csv", key="metrics_csv_per_class")
-d2.download_button("Download the per-image predictions (CSV)",
-                   charts.predictions_table(report).to_csv(index=False).encode(),
-                   file_name=f"{stem}.predictions.csv", mime="text/csv", key="metrics_csv_predictions")
-
-st.subheader("Confusion matrix")
-cm_mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="metrics_cm_mode",
-                   help="Row-normalised: each true class's row sums to 1, so the diagonal is the recall.")
-st.plotly_chart(charts.confusion_heatmap(report, normalise=cm_mode == "row-normalised"), key="metrics_confusion")
-
-# --- bias --------------------------------------------------------------------------------------
-
-st.header("Bias")
-st.subheader("Confidence of right and wrong answers")
-kind = st.radio("Plot", ["box", "violin"], horizontal=True, key="metrics_conf_kind")
-st.plotly_chart(charts.confidence_distribution(report, kind), key="metrics_confidence")
-st.caption("Confidence is the top class probability; images are grouped by their true class. A model that is "
-           "as sure of its wrong answers as of its right ones gives no warning when it is wrong.")
-
-st.subheader("Calibration")
-col_rel, col_ece = st.columns(2)
-rel_class = col_rel.selectbox("Reliability of", ["all classes", *report["class_names"]], key="metrics_rel_class",
-                              help="For one class: the answers that predicted that class.")
-col_rel.plotly_chart(charts.reliability_diagram(report, None if rel_class == "all classes" else rel_class),
-                     key="metrics_reliability")
-col_ece.plotly_chart(charts.ece_per_class_bars(report), key="metrics_ece")
-col_ece.caption("ECE of the answers that predicted each class; bars above the line are worse calibrated "
-                "than the model overall.")
-
-st.subheader("Class frequency against recall")
-frequency_sources = ["evaluated split (support)"]
-if ds is not None and "Training" in ds.splits:
-    frequency_sources.insert(0, "training set")
-freq_source = st.radio("Class frequency", frequency_sources, horizontal=True, key="metrics_freq_source")
-if freq_source == "training set":
-    counts = dict(zip(ds.class_names, ds.splits["Training"].class_counts(ds.num_classes)))
-    st.plotly_chart(charts.frequency_vs_recall(report, counts, "images in the training set"), key="metrics_freq")
-else:
-    st.plotly_chart(charts.frequency_vs_recall(report), key="metrics_freq")
-st.caption("Rare classes (FER-2013's disgust has 1.5% of the training images) tend to be recalled less.")
-
-# --- gallery -----------------------------------------------------------------------------------
-
-st.header("Misclassified images")
-if ds is None:
-    st.info("The gallery needs the data set: put FER-2013 in `data/fer2013/` or set `FER2013_PATH`.")
-else:
-    g1, g2 = st.columns(2)
-    true_pick = g1.selectbox("True class", ["any", *report["class_names"]], key="metrics_gallery_true")
-    pred_pick = g2.selectbox("Predicted class", ["any", *report["class_names"]], key="metrics_gallery_pred")
-    wrong, n_wrong = charts.misclassified(report, None if true_pick == "any" else true_pick,
-                                          None if pred_pick == "any" else pred_pick, limit=GALLERY_LIMIT)
-    index = image_index(str(data), class_names)
-    found = [(w, index[w["id"]]) for w in wrong if w["id"] in index]
-    if not n_wrong:
-        st.write("No misclassified images with these classes.")
-    elif not found:
-        st.warning(f"None of the report's images are in the data set at `{data}` (their ids do not match): "
-                   "the report was made on another copy or form of the data set.")
-    else:
-        shown = f"the {len(found)} most confident" if n_wrong > len(found) else "all"
-        st.write(f"{n_wrong:,} misclassified image(s); showing {shown}, most confident first.")
-        st.image([ds.splits[s].images[i].numpy() for _, (s, i) in found],
-                 caption=[f"{w['true']} → {w['predicted']} ({w['confidence']:.0%})" for w, _ in found], width=96)
-
-# --- comparison --------------------------------------------------------------------------------
-
-st.header("Compare checkpoints")
-loaders = {}
-for c_label, c_path in choices.items():
-    for label, path in common.saved_reports(c_path).items():
-        loaders[f"{c_label} · {label}"] = (lambda p=path: common.report(str(p), p.stat().st_mtime))
-for key in evaluated:
-    c_path = Path(key[0])
-    c_label = next((lab for lab, p in choices.items() if p == c_path), None)
-    if c_label and c_path.exists() and c_path.stat().st_mtime == key[1] and key[2] == str(data):
-        loaders[f"{c_label} · {key[3]} (TTA {key[4]}, evaluated now)"] = (lambda k=key: evaluated_report(*k))
-picked = st.multiselect("Reports", list(loaders), default=[current_label] if current_label in loaders else [],
-                        key="metrics_compare",
-                        help="Saved reports of every checkpoint and run, and those evaluated in this session.")
-if len(picked) < 2:
-    st.write("Choose two or more reports to compare them side by side.")
-else:
-    compared = {label: loaders[label]() for label in picked}
-    table = charts.comparison_table(compared)
-    st.dataframe(table, hide_index=True,
-                 column_config={k: st.column_config.NumberColumn(format="%.3f")
-                                for k in table.columns if k not in ("report", "images")})
-    k1, k2 = st.columns(2)
-    k1.plotly_chart(charts.comparison_headline_bars(compared), key="metrics_compare_headline")
-    k2.plotly_chart(charts.comparison_f1_bars(compared), key="metrics_compare_f1")
+sections = {"Per class": lambda: show_per_class(report, ckpt, split, tta),
+            "Bias and calibration": lambda: show_bias(report, ds),
+            "Misclassified": lambda: show_gallery(report, ds, data, class_names),
+            "Compare": lambda: show_comparison(choices, evaluated, data, current_label)}
+for tab, show in zip(st.tabs(list(sections), key="metrics_section", on_change="rerun"), sections.values()):
+    if tab.open:   # only the open tab runs: its charts are all the page renders
+        with tab:
+            show()

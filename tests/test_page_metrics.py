@@ -60,6 +60,13 @@ def select_checkpoint(at: AppTest, label: str) -> AppTest:
     return at
 
 
+def open_tab(at: AppTest, label: str) -> AppTest:
+    at.session_state["metrics_section"] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def figures(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
@@ -81,7 +88,20 @@ def test_headline_metrics_are_the_saved_reports_numbers_without_the_data_set(mon
     bars = figure_with(at, "bar")
     f1 = next(t for t in bars["data"] if t["name"] == "F1")
     assert f1["y"] == pytest.approx([rep["per_class"][c]["f1"] for c in rep["class_names"]])
+    open_tab(at, "Misclassified")
     assert any("The gallery needs the data set" in i.value for i in at.info)
+
+
+def test_only_the_open_tab_runs(monkeypatch, studio):
+    at = select_checkpoint(page(monkeypatch, studio, with_data=False), "bundled: tiny")
+    assert [t.label for t in at.tabs] == ["Per class", "Bias and calibration", "Misclassified", "Compare"]
+    assert {t for f in figures(at) for t in (d["type"] for d in f["data"])} == {"bar", "heatmap"}
+    open_tab(at, "Bias and calibration")
+    kinds = [{d["type"] for d in f["data"]} for f in figures(at)]
+    assert {"box"} in kinds and not any("heatmap" in k for k in kinds)   # confidence boxes, no confusion matrix
+    assert at.radio(key="metrics_conf_kind") and not at.get("download_button")
+    open_tab(at, "Compare")
+    assert not figures(at) and at.multiselect(key="metrics_compare")
 
 
 def test_confusion_toggle_switches_counts_and_row_shares(monkeypatch, studio):
@@ -97,7 +117,7 @@ def test_confusion_toggle_switches_counts_and_row_shares(monkeypatch, studio):
 
 
 def test_choosing_two_checkpoints_shows_a_comparison(monkeypatch, studio):
-    at = page(monkeypatch, studio, with_data=False)
+    at = open_tab(page(monkeypatch, studio, with_data=False), "Compare")
     compare = at.multiselect(key="metrics_compare")
     assert compare.value == ["bundled: other · test.flip"]   # the report on show
     assert any("two or more" in m.value for m in at.markdown)
@@ -115,7 +135,7 @@ def test_choosing_two_checkpoints_shows_a_comparison(monkeypatch, studio):
 
 
 def test_gallery_shows_mistakes_filtered_by_true_and_predicted_class(monkeypatch, studio):
-    at = select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny")
+    at = open_tab(select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny"), "Misclassified")
     rep = studio["reports"]["tiny"]
     wrong = [p for p in rep["predictions"] if p["true"] != p["predicted"]]
     assert len(at.image) == 1 and len(at.image[0].captions) == min(len(wrong), 48) > 0
@@ -144,6 +164,7 @@ def test_evaluate_now_on_a_split_without_a_saved_report(monkeypatch, studio, tin
     assert {m.label: m.value for m in at.metric}["Images"] == str(rep["num_images"])
     at.radio(key="metrics_cm_mode").set_value("row-normalised").run()   # a rerun keeps the evaluation
     assert not at.exception and at.metric
+    open_tab(at, "Compare")
     assert "bundled: tiny · PublicTest (TTA none, evaluated now)" in at.multiselect(key="metrics_compare").options
 
 
