@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import checkpoint_dir, data_path, run_store
+from dashboard.common import checkpoint_dir, data_path, run_store, warm_up_imports
 from fer_core.checkpoint import CheckpointError, read_metadata
 from fer_core.data import load_dataset
 
@@ -70,4 +70,7 @@ PAGES = [st.Page("pages/1_Train.py", title="Train", icon=":material/model_traini
          st.Page("pages/4_Predict.py", title="Predict", icon=":material/photo_camera:", url_path="Predict")]
 
 st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
-st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES]).run()
+try:
+    st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES]).run()
+finally:   # after the page's script, whether it finished or stopped: the heavy imports, in the background
+    warm_up_imports()

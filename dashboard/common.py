@@ -1,7 +1,9 @@
 """Locations and cached loaders shared by the pages."""
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -88,6 +90,22 @@ def report(path: str, mtime: float) -> dict:
     from fer_core.evaluation import load_report  # scikit-learn: only for pages that show reports
 
     return load_report(path)
+
+
+HEAVY_MODULES = ("fer_core.models", "fer_core.evaluation", "fer_core.explanation", "plotly.graph_objects")
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up_imports() -> threading.Thread:
+    """Import timm, scikit-learn and grad-cam in a background thread, once per server, so that the pages which
+    need them open without paying for the import. Called after the first page has run."""
+    def import_all() -> None:
+        for name in HEAVY_MODULES:
+            importlib.import_module(name)
+
+    thread = threading.Thread(target=import_all, name="fer-studio-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def data_path() -> Path | None:

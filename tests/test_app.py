@@ -45,3 +45,21 @@ def test_home_and_train_page_imports_leave_out_timm_sklearn_and_gradcam():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_first_page_starts_the_heavy_imports_in_the_background():
+    """After the home page has run, timm, scikit-learn and grad-cam load in a thread for the other pages."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading\n"
+            "from streamlit.testing.v1 import AppTest\n"
+            "heavy = ('timm', 'sklearn', 'pytorch_grad_cam')\n"
+            "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
+            "assert not at.exception, at.exception\n"
+            "warm_up = [t for t in threading.enumerate() if t.name == 'fer-studio-warm-up']\n"
+            "for t in warm_up: t.join(120)\n"
+            "print(len(warm_up), sorted(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "1 ['pytorch_grad_cam', 'sklearn', 'timm']"
