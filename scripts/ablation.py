@@ -9,6 +9,9 @@ trains every stage from the first step: from random initialisation there are no 
 features for unfreezing to protect). Runs are named ``ablation-<variant>``; finished ones are
 skipped and stopped ones resumed, so the script can be run again after an interruption. Prints a
 Markdown table (scripts/compare_runs.py) at the end.
+
+``--model resnet18`` trains the same variants, budget and settings with another architecture (runs
+``ablation-<variant>-resnet18``): with ``--only recipe`` it is the architecture comparison.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fer_core import RunStore, TrainConfig, train  # noqa: E402
+from fer_core import MODEL_NAMES, PRESETS, RunStore, TrainConfig, train  # noqa: E402
 from scripts.compare_runs import markdown_table, summarise  # noqa: E402
 
 PRESET = "fer2013-effnet-b0"
@@ -37,20 +40,23 @@ def main() -> None:
     p.add_argument("--out", default="runs", help="runs folder")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants only")
+    p.add_argument("--model", choices=MODEL_NAMES, default=None, help="another architecture (default: the preset's)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     store = RunStore(args.out)
     done = []
     for name in args.only or VARIANTS:
-        run_id = f"ablation-{name}"
+        model = args.model or PRESETS[PRESET]["model"]
+        run_id = f"ablation-{name}" + ("" if model == PRESETS[PRESET]["model"] else f"-{model}")
         path = Path(args.out) / run_id
         if (path / "config.json").exists():
             if store.get(path).status().get("state") != "finished":
                 train(resume=path, progress=False)
         else:
             config = TrainConfig.from_preset(PRESET, data=args.data, epochs=args.epochs, warmup_epochs=1,
-                                             clean_epochs=0, threads=args.threads, **VARIANTS[name])
+                                             clean_epochs=0, threads=args.threads, model=model,
+                                             **VARIANTS[name])
             train(config, runs_root=args.out, run_id=run_id, progress=False)
         done.append(str(path))
     print(markdown_table([summarise(p) for p in done]))

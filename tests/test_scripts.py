@@ -61,3 +61,28 @@ def test_plot_training_writes_a_png(run_dir, tmp_path):
     out = tmp_path / "curves.png"
     run_script("plot_training.py", run_dir, "--out", out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_ablation_trains_one_run_per_variant_and_resumes_nothing_twice(tmp_path, monkeypatch):
+    from conftest import make_folder_dataset
+
+    monkeypatch.setenv("FER_STUDIO_CACHE", str(tmp_path / "cache"))
+    data = make_folder_dataset(tmp_path / "fer", per_class=10)   # one batch of 64
+    runs = tmp_path / "runs"
+    common = ["--data", data, "--out", runs, "--epochs", 1, "--threads", 1]
+    table = run_script("ablation.py", *common, "--only", "recipe", "no-mixup")
+    store = RunStore(runs)
+    configs = {r.run_id: r.read_config() for r in store.list()}
+    assert set(configs) == {"ablation-recipe", "ablation-no-mixup"}
+    assert configs["ablation-recipe"]["mixup_alpha"] > 0 and configs["ablation-no-mixup"]["mixup_alpha"] == 0
+    assert all(c["epochs"] == 1 and c["clean_epochs"] == 0 for c in configs.values())
+    assert "| ablation-recipe |" in table and "| ablation-no-mixup |" in table
+    rows_before = (runs / "ablation-recipe" / "metrics.jsonl").read_text()
+
+    table = run_script("ablation.py", *common, "--only", "recipe", "--model", "resnet18")
+    resnet = store.get(runs / "ablation-recipe-resnet18")
+    assert resnet.read_config()["model"] == "resnet18" and resnet.status()["state"] == "finished"
+    assert {k: v for k, v in resnet.read_config().items() if k not in ("model", "seed")} == \
+        {k: v for k, v in configs["ablation-recipe"].items() if k not in ("model", "seed")}
+    assert (runs / "ablation-recipe" / "metrics.jsonl").read_text() == rows_before   # finished: not trained again
+    assert "| ablation-recipe-resnet18 | resnet18 |" in table
