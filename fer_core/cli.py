@@ -218,9 +218,7 @@ def _checkpoint(path: str | None) -> Path:
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .evaluation import TTA_MODES
-    from .explanation import CAM_METHODS
-    from .config import PRESETS
+    from .config import CAM_METHOD_NAMES, PRESETS, TTA_MODES
 
     p = argparse.ArgumentParser(prog="python -m fer_core", description="FER Studio: facial expression recognition "
                                 "on FER-2013 (train, evaluate, explain, predict).")
@@ -264,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("explain", help="class-activation map of a face as a PNG")
     s.add_argument("image")
     s.add_argument("--checkpoint", help="default: the bundled checkpoint")
-    s.add_argument("--method", default="gradcam", choices=sorted(CAM_METHODS))
+    s.add_argument("--method", default="gradcam", choices=CAM_METHOD_NAMES)
     s.add_argument("--target", help="class to explain (default: the predicted one)")
     s.add_argument("--face", type=int, default=0, help="which detected face (0: the largest)")
     s.add_argument("--no-detect", action="store_true", help="treat the image as one aligned face crop")
@@ -279,22 +277,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+LIBRARY_ERRORS = {"fer_core.checkpoint": "CheckpointError", "fer_core.data": "DataError",
+                  "fer_core.models": "ModelError", "fer_core.predict": "ImageError", "fer_core.runs": "RunError",
+                  "fer_core.training": "TrainingDiverged"}
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors reported in one line with exit status 2: bad input, not bugs. The library's own come from the
+    modules the command has loaded (only those can have raised them; importing the rest costs seconds)."""
+    own = tuple(getattr(sys.modules[m], name) for m, name in LIBRARY_ERRORS.items() if m in sys.modules)
+    return (CliError, ValueError, FileNotFoundError, *own)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .models import ModelError
-    from .predict import ImageError
-    from .runs import RunError
-    from .training import TrainingDiverged
-
-    expected = (CliError, DataError, ModelError, CheckpointError, ImageError, RunError, TrainingDiverged,
-                ValueError, FileNotFoundError)
     try:
         return args.func(args)
-    except expected as e:
+    except expected_errors() as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,8 @@
-"""Training configuration: ``TrainConfig`` and the named recipes (presets).
+"""Training configuration: ``TrainConfig`` and the named recipes (presets), and the names of the
+models, test-time augmentations and CAM methods.
 
 Plain data with no heavy imports, so that forms and command-line parsers can use it without
-loading PyTorch, timm or scikit-learn.
+loading PyTorch, timm, scikit-learn or grad-cam.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 
 MODEL_NAMES = ("efficientnet_b0", "resnet18", "resnet50")
+TTA_MODES = ("none", "flip", "flip+crops")                    # evaluation.tta_views
+CAM_METHOD_NAMES = ("gradcam", "gradcam++", "eigencam", "xgradcam", "layercam", "hirescam")   # explanation.CAM_METHODS
 
 
 @dataclass

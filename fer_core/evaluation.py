@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from sklearn.metrics import classification_report, confusion_matrix
 
 from .checkpoint import FerClassifier
+from .config import TTA_MODES
 from .data import FerSplit
-
-TTA_MODES = ("none", "flip", "flip+crops")
 
 
 def tta_views(x: torch.Tensor, mode: str, shift: int = 2) -> list[torch.Tensor]:

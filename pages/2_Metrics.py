@@ -12,7 +12,7 @@ import streamlit as st
 
 from dashboard import charts, common
 from fer_core import DataError, evaluate, save_report
-from fer_core.evaluation import TTA_MODES
+from fer_core.config import TTA_MODES
 
 GALLERY_LIMIT = 48
 

@@ -9,7 +9,7 @@ from dashboard.common import (checkpoint_choices, classifier_or_stop, data_path,
                               saved_reports)
 from fer_core.data import DataError
 from fer_core.evaluation import report_probabilities
-from fer_core.explanation import CAM_METHODS
+from fer_core.config import CAM_METHOD_NAMES
 from fer_core.predict import ImageError
 
 GRID_COLUMNS = 6
@@ -74,7 +74,7 @@ mtime = checkpoint.stat().st_mtime
 names = list(classifier.class_names)
 
 method_col, target_col = st.columns(2)
-method = method_col.selectbox("CAM method", list(CAM_METHODS), key="method")
+method = method_col.selectbox("CAM method", list(CAM_METHOD_NAMES), key="method")
 target_choice = target_col.selectbox("Explain the score of", [PREDICTED, *names], key="target",
                                      help="Each face's predicted class, or one class for every face.")
 target = None if target_choice == PREDICTED else target_choice

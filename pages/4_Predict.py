@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import faces
 from dashboard.common import checkpoint_choices, classifier_or_stop, load_classifier
-from fer_core.explanation import CAM_METHODS
+from fer_core.config import CAM_METHOD_NAMES
 from fer_core.predict import ImageError, ImagePrediction
 
 MAX_FACES_SHOWN = 12          # per image; the CSV has every face
@@ -42,7 +42,7 @@ if not choices:
 left, right = st.columns(2)
 checkpoint_label = left.selectbox("Model", list(choices), key="checkpoint",
                                   help="Bundled checkpoints first, then the best checkpoint of each training run.")
-method = right.selectbox("Grad-CAM method", list(CAM_METHODS), key="method",
+method = right.selectbox("Grad-CAM method", list(CAM_METHOD_NAMES), key="method",
                          help="How the class-activation map is computed; the map explains each face's "
                               "predicted class.")
 checkpoint = choices[checkpoint_label]

@@ -272,3 +272,16 @@ def test_train_summary_reports_the_epoch_its_best_checkpoint_holds(cli):
     assert summary["best_val_acc"] == chosen["val_acc"]
     saved = FerClassifier.from_checkpoint(summary["best_checkpoint"]).metadata
     assert int(saved["epoch"]) == summary["best_epoch"]
+
+
+def test_info_and_help_load_neither_timm_sklearn_nor_gradcam(cli):
+    """Commands pay only for the libraries they use: the parser lists TTA and CAM modes from fer_core.config."""
+    code = ("import sys, contextlib, io\n"
+            "from fer_core.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main(['info', '--data', {str(cli.data)!r}, '--json']) == 0\n"
+            "    assert main(['info', '--data', '/nowhere/at/all']) == 2\n"
+            "print(sorted(m for m in ('timm', 'sklearn', 'pytorch_grad_cam') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -99,3 +99,10 @@ def test_bad_method_and_target(effnet, faces):
     for bad in (7, -1):
         with pytest.raises(ValueError, match="out of range"):
             explain(effnet, faces[0], target=bad)
+
+
+def test_cam_method_names_in_config_are_the_methods_explain_offers():
+    from fer_core.config import CAM_METHOD_NAMES
+    from fer_core.explanation import CAM_METHODS
+
+    assert tuple(CAM_METHODS) == CAM_METHOD_NAMES
