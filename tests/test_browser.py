@@ -6,34 +6,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
+from dashboard.live_server import CHROMIUM_ARGS, IDLE, PAGES, chromium_path, streamlit_server
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = chromium_path()
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 if CHROMIUM is None:
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-PAGES = {"home": "", "train": "Train", "metrics": "Metrics", "grad-cam": "Grad-CAM", "predict": "Predict"}
 SHOTS = Path(os.environ.get("FER_STUDIO_SCREENSHOTS", ROOT / "tests" / "artifacts" / "screenshots"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,34 +28,10 @@ def server(tmp_path_factory, tiny_checkpoint):
     base = tmp_path_factory.mktemp("browser")
     (base / "checkpoints").mkdir()
     shutil.copy(tiny_checkpoint, base / "checkpoints" / "demo.safetensors")
-    port = free_port()
     env = {**os.environ, "FER_STUDIO_CHECKPOINTS": str(base / "checkpoints"), "FER_STUDIO_RUNS": str(base / "runs"),
            "PYTHONPATH": str(ROOT)}
-    log = open(base / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited: {(base / 'streamlit.log').read_text()[-2000:]}")
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not answer its health check within 90 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with streamlit_server(env, log_path=base / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +50,7 @@ def open_page(browser, url: str):
 
 
 def wait_until_idle(page, timeout_ms: int = 90_000) -> None:
-    """Wait until the script has run (no status widget) and every element has replaced its
-    loading skeleton."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " && !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=timeout_ms)
+    page.wait_for_function(IDLE, timeout=timeout_ms)
 
 
 def test_every_page_renders_and_predict_labels_an_uploaded_face(server, browser, face_photo):
