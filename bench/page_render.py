@@ -29,6 +29,7 @@ def main() -> None:
                    "pasted into a 1280x960 image)")
     p.add_argument("--first", choices=list(PAGES), default="home",
                    help="the page opened first on the fresh server (the others follow in menu order)")
+    p.add_argument("--screenshots", type=Path, help="save a full-page PNG of each warm page here")
     p.add_argument("--chromium", default=chromium_path() or "/usr/bin/chromium")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
@@ -59,6 +60,10 @@ def main() -> None:
                         page.get_by_text("Face 1:").first.wait_for(timeout=120_000)
                         page.wait_for_function(IDLE, timeout=120_000)
                         rows.append(("predict: upload -> label shown", "warm", time.perf_counter() - t))
+                    if args.screenshots and visit == "warm":
+                        args.screenshots.mkdir(parents=True, exist_ok=True)
+                        page.wait_for_timeout(1500)   # charts draw after the script has finished
+                        page.screenshot(path=str(args.screenshots / f"{name}.png"), full_page=True)
                     page.close()
             browser.close()
     print(f"{'page':<34}{'visit':>6}{'seconds':>10}")

@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = {"home": "", "train": "Train", "metrics": "Metrics", "grad-cam": "Grad-CAM", "predict": "Predict"}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-# the script has run (no status widget), no element still shows its loading skeleton, no spinner turns
-IDLE = ("() => !!document.querySelector('h1')"
-        " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+# the script has run to its end (the app root's script state, which Streamlit sets for its own browser tests),
+# and no element still shows its loading skeleton or a spinner
+IDLE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'"
+        " && !!document.querySelector('h1')"
         " && !document.querySelector('[data-testid=\"stSkeleton\"]')"
         " && !document.querySelector('[data-testid=\"stSpinner\"]')")
 
