@@ -8,6 +8,7 @@ from it; model loaders ignore those tensors.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -152,6 +153,17 @@ class FerClassifier:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def restricted_to(self, classes) -> FerClassifier:
+        """This model choosing among some of its classes only, e.g. a 7-class model scored on a 4-class
+        protocol: the other classes' logits are dropped before the softmax. Keeps the model's class order."""
+        unknown = [c for c in classes if c not in self.class_names]
+        if unknown:
+            raise CheckpointError(f"the model has no class {', '.join(unknown)}; "
+                                  f"it knows {', '.join(self.class_names)}")
+        kept = [c for c in self.class_names if c in classes]
+        return dataclasses.replace(self, model=LogitSubset(self.model, [self.class_names.index(c) for c in kept]),
+                                   class_names=tuple(kept))
+
     def preprocess(self, faces: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 grey faces (N, H, W) -> normalised float (N, 1, S, S) on the model's device."""
         x = torch.as_tensor(faces)
@@ -169,6 +181,18 @@ class FerClassifier:
             logits = self.model(self.preprocess(faces[i:i + batch_size]))
             out.append(torch.softmax(logits.float(), 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+
+
+class LogitSubset(torch.nn.Module):
+    """A classifier whose output keeps only the logits at ``index``."""
+
+    def __init__(self, model: torch.nn.Module, index: list[int]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).index_select(1, self.index.to(x.device))
 
 
 def to_model_input(images: torch.Tensor, img_size: int, mean: float, std: float) -> torch.Tensor:

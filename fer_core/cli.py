@@ -122,11 +122,13 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .checkpoint import FerClassifier
-    from .data import load_dataset
+    from .data import load_dataset, parse_class_list
     from .evaluation import evaluate, save_report, summary_line
 
     ckpt = _checkpoint(args.checkpoint)
     classifier = FerClassifier.from_checkpoint(ckpt)
+    if args.classes:
+        classifier = classifier.restricted_to(parse_class_list(args.classes))
     dataset = load_dataset(args.data, classes=list(classifier.class_names))
     split = dataset.split(args.split)
     report = evaluate(classifier, split, split_name=args.split, tta=args.tta, progress=True, source=dataset.source)
@@ -248,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="PrivateTest", help="Training, PublicTest, PrivateTest, or test (both)")
     s.add_argument("--tta", nargs="?", const="flip+crops", default="none", choices=TTA_MODES,
                    help="test-time augmentation (bare --tta: flip+crops)")
+    s.add_argument("--classes", help="score a subset of the model's classes: their images only, the model choosing "
+                   "among them (e.g. a 7-class model on angry,disgust,fear,happy)")
     s.add_argument("--json", metavar="OUT", help="write the report here")
     s.set_defaults(func=cmd_evaluate)
 

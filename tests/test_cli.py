@@ -121,6 +121,7 @@ def cli(tmp_path_factory, tiny_checkpoint):
     ns.not_image = base / "face.jpg"
     ns.not_image.write_text("hello, I am text\n")
     ns.report, ns.subset_report = base / "report.json", base / "subset.json"
+    ns.restricted_report = base / "restricted.json"
     ns.cam, ns.cam_never = base / "out" / "cam.png", base / "never.png"
 
     commands = {f"help {c}": [c, "--help"] for c in SUBCOMMANDS}
@@ -131,6 +132,10 @@ def cli(tmp_path_factory, tiny_checkpoint):
                      "--json", ns.report],
         "evaluate subset": ["evaluate", "--checkpoint", ns.subset, "--data", ns.small, "--split", "PrivateTest",
                             "--tta", "flip", "--json", ns.subset_report],
+        "evaluate restricted": ["evaluate", "--checkpoint", ns.tiny, "--data", ns.small, "--split", "test",
+                                "--classes", "sad,happy", "--json", ns.restricted_report],
+        "error restricted to a class the model lacks": ["evaluate", "--checkpoint", ns.subset, "--data", ns.small,
+                                                        "--classes", "happy,fear"],
         "predict folder": ["predict", ns.faces, "--checkpoint", ns.tiny, "--no-detect"],
         "explain": ["explain", ns.faces / "a.png", "--checkpoint", ns.tiny, "--out", ns.cam,
                     "--method", "gradcam++", "--target", "happy", "--no-detect"],
@@ -202,6 +207,23 @@ def test_evaluate_class_subset_checkpoint(cli):
     assert np.array(report["confusion_matrix"]).sum(1).tolist() == [5, 5]
     assert {p["true"] for p in report["predictions"]} == {"happy", "sad"}
     assert all(Path(p["id"]).parent.name == p["true"] for p in report["predictions"])
+
+
+def test_evaluate_a_7_class_model_on_a_class_subset(cli):
+    """--classes: the subset's images only, each scored by the model's choice among those classes."""
+    r = cli.results["evaluate restricted"]
+    assert r.returncode == 0, r.stderr
+    report = json.loads(cli.restricted_report.read_text())
+    assert report["class_names"] == ["happy", "sad"]   # the model's order
+    split = load_dataset(cli.small, classes=["happy", "sad"]).split("test")
+    full = FerClassifier.from_checkpoint(cli.tiny).predict_proba(split.images)
+    h, s = FER2013_CLASSES.index("happy"), FER2013_CLASSES.index("sad")
+    expected = full[:, [h, s]] / full[:, [h, s]].sum(1, keepdims=True)
+    assert report["num_images"] == len(split) == 20
+    assert [p["id"] for p in report["predictions"]] == list(split.ids)
+    assert np.allclose([p["probabilities"] for p in report["predictions"]], expected, atol=1e-4)
+    assert report["accuracy"] == pytest.approx(float((expected.argmax(1) == split.labels.numpy()).mean()))
+    assert_one_line_error(cli.results["error restricted to a class the model lacks"], "no class fear")
 
 
 def test_predict_folder_prints_csv_without_detection(cli):
