@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -93,6 +94,7 @@ def report(path: str, mtime: float) -> dict:
 
 
 HEAVY_MODULES = ("fer_core.models", "fer_core.evaluation", "fer_core.explanation", "plotly.graph_objects")
+WARM_UP_DELAY_S = 2.0   # the browser draws the first page meanwhile: on two cores the import would slow it
 
 
 @st.cache_resource(show_spinner=False)
@@ -100,6 +102,7 @@ def warm_up_imports() -> threading.Thread:
     """Import timm, scikit-learn and grad-cam in a background thread, once per server, so that the pages which
     need them open without paying for the import. Called after the first page has run."""
     def import_all() -> None:
+        time.sleep(WARM_UP_DELAY_S)
         for name in HEAVY_MODULES:
             importlib.import_module(name)
 

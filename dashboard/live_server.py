@@ -36,11 +36,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env: dict, log_path: Path | None = None, timeout_s: float = 90) -> Iterator[str]:
-    """Serve app.py with ``env``; yields its URL once the health check answers, stops it afterwards."""
+def streamlit_server(env: dict, log_path: Path | None = None, timeout_s: float = 90,
+                     script: Path = ROOT / "app.py") -> Iterator[str]:
+    """Serve ``script`` (app.py) with ``env``; yields its URL once the health check answers, stops it afterwards."""
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)

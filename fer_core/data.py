@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,34 @@ def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: i
     Images are resized to ``img_size`` square grey images. Where the source has no validation
     split, a stratified, seeded ``val_fraction`` of the training images becomes one.
     """
+    path, key, reader = _source(path, img_size)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    raw = _cache_read(cache / key) if use_cache else None
+    if raw is None:
+        raw = reader()
+        if use_cache:
+            _cache_write(cache / key, raw)
+    dataset = _assemble(raw, str(path), val_fraction, seed)
+    for w in dataset.warnings:
+        log.warning(w)
+    if dataset.skipped:
+        log.warning("skipped %d unreadable image(s), e.g. %s: %s", len(dataset.skipped), *dataset.skipped[0])
+    return dataset.subset(classes) if classes else dataset
+
+
+def read_counts(path: str | Path, cache_dir: str | Path | None = None) -> dict[str, dict[str, int]]:
+    """Images per split and class, as ``load_dataset(path).counts()``; from the cache's labels alone (no
+    pixels read) when the data set has been loaded before."""
+    path, key, _ = _source(path, 48)
+    raw = _cache_read(Path(cache_dir or default_cache_dir()) / key, with_images=False)
+    if raw is None:
+        return load_dataset(path, cache_dir=cache_dir).counts()
+    raw["images"] = np.empty((len(raw["labels"]), 0, 0), np.uint8)   # the splits, without their pixels
+    return _assemble(raw, str(path), 0.1, 0).counts()
+
+
+def _source(path: str | Path, img_size: int) -> tuple[Path, str, Callable[[], dict]]:
+    """The data file or folder, its cache key (which changes when any of its files does) and its reader."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data path {path} does not exist")
@@ -173,18 +202,7 @@ def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: i
         key_parts = [str(path.resolve()), [(str(f.relative_to(path)), s, m) for f, s, m in files]]
         reader = lambda: _read_folders(path, [f for f, _, _ in files], img_size)  # noqa: E731
     key = hashlib.sha1(json.dumps([_CACHE_FORMAT, img_size, key_parts]).encode()).hexdigest()[:20]
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    raw = _cache_read(cache / key) if use_cache else None
-    if raw is None:
-        raw = reader()
-        if use_cache:
-            _cache_write(cache / key, raw)
-    dataset = _assemble(raw, str(path), val_fraction, seed)
-    for w in dataset.warnings:
-        log.warning(w)
-    if dataset.skipped:
-        log.warning("skipped %d unreadable image(s), e.g. %s: %s", len(dataset.skipped), *dataset.skipped[0])
-    return dataset.subset(classes) if classes else dataset
+    return path, key, reader
 
 
 # --- readers: each returns a dict of numpy arrays and lists (the cached form) -------------------
@@ -315,10 +333,10 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 
 # --- cache ----------------------------------------------------------------------------------
 
-def _cache_read(folder: Path) -> dict | None:
+def _cache_read(folder: Path, with_images: bool = True) -> dict | None:
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        raw = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("images", "labels")}
+        raw = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("images", "labels")[not with_images:]}
     except (OSError, ValueError):
         return None
     raw.update(meta)

@@ -411,3 +411,16 @@ def test_full_fer2013_counts(fer_root):
                                      for c in ("angry", "disgust", "fear", "happy"))
     assert test.class_counts(4) == [expected["PublicTest"][c] + expected["PrivateTest"][c]
                                     for c in ("angry", "disgust", "fear", "happy")]
+
+
+def test_read_counts_from_the_cache_reads_no_pixels(folder_dataset, tmp_path):
+    cache = tmp_path / "cache"
+    (folder_dataset / "train" / "angry" / "Training_bad.png").write_bytes(b"broken")
+    expected = load_dataset(folder_dataset, use_cache=False).counts()
+    assert data_mod.read_counts(folder_dataset, cache_dir=cache) == expected   # not cached yet: a full load
+    (images,) = cache.glob("*/images.npy")
+    images.write_bytes(b"no longer an array")   # only the labels and the split record are needed
+    assert data_mod.read_counts(folder_dataset, cache_dir=cache) == expected
+    assert expected["Training"]["angry"] == 6   # the broken file is not counted
+    with pytest.raises(DataError, match="does not exist"):
+        data_mod.read_counts(tmp_path / "nowhere", cache_dir=cache)
