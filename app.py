@@ -4,12 +4,12 @@ import streamlit as st
 
 from dashboard.common import checkpoint_dir, data_path, run_store, warm_up_imports
 from fer_core.checkpoint import CheckpointError, read_metadata
-from fer_core.data import read_counts
+from fer_core.data import load_dataset
 
 
 @st.cache_data(show_spinner="Reading the data set…")
 def dataset_counts(path: str) -> dict:
-    return read_counts(path)
+    return load_dataset(path, pixels=False).counts()   # labels only, from the cache once it has been read
 
 
 def checkpoints() -> list[dict]:

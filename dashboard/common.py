@@ -82,8 +82,9 @@ def checkpoint_metadata(path: str, mtime: float) -> dict | None:
 
 
 @st.cache_resource(show_spinner="Reading the data set…")
-def dataset(path: str, classes: tuple[str, ...] | None = None):
-    return load_dataset(path, classes=list(classes) if classes else None)
+def dataset(path: str, classes: tuple[str, ...] | None = None, pixels: bool = True):
+    """The data set (``pixels=False``: labels, ids and splits only, fast once it is cached)."""
+    return load_dataset(path, classes=list(classes) if classes else None, pixels=pixels)
 
 
 @st.cache_data(show_spinner=False)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import classification_report, confusion_matrix
 
 from .checkpoint import FerClassifier
 from .config import TTA_MODES
@@ -71,6 +70,8 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -
 def build_report(y_true: np.ndarray, probs: np.ndarray, class_names, ids: list[str] | None = None,
                  n_bins: int = 15) -> dict:
     """A report from true labels and predicted probabilities."""
+    from sklearn.metrics import classification_report, confusion_matrix  # a second of import: only here
+
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
     k = len(class_names)

@@ -32,7 +32,7 @@ def evaluated_report(checkpoint: str, mtime: float, data: str, split: str, tta: 
 @st.cache_resource(show_spinner=False)
 def image_index(data: str, classes: tuple[str, ...]) -> dict[str, tuple[str, int]]:
     """Image id -> (split, position) in the data set, to find a report's images."""
-    ds = common.dataset(data, classes)
+    ds = common.dataset(data, classes, pixels=False)
     return {image_id: (name, i) for name, sp in ds.splits.items() for i, image_id in enumerate(sp.ids)}
 
 
@@ -116,7 +116,8 @@ def show_gallery(report: dict, ds, data: Path | None, class_names: tuple[str, ..
         else:
             shown = f"the {len(found)} most confident" if n_wrong > len(found) else "all"
             st.write(f"{n_wrong:,} misclassified image(s); showing {shown}, most confident first.")
-            st.image([ds.splits[s].images[i].numpy() for _, (s, i) in found],
+            images = common.dataset(str(data), class_names).splits   # the pixels: read now, for the gallery
+            st.image([images[s].images[i].numpy() for _, (s, i) in found],
                      caption=[f"{w['true']} → {w['predicted']} ({w['confidence']:.0%})" for w, _ in found], width=96)
 
 
@@ -181,10 +182,10 @@ for label, path in common.saved_reports(ckpt).items():
         st.warning(f"Could not read the saved report `{path.name}`: {e}")
 
 data = common.data_path()
-ds = None
+ds = None   # without pixels: splits, labels and ids (the gallery and evaluations load the images)
 if data is not None:
     try:
-        ds = common.dataset(str(data), class_names)
+        ds = common.dataset(str(data), class_names, pixels=False)
     except DataError as e:
         st.warning(f"The data set at `{data}` cannot be used with this checkpoint: {e}")
 

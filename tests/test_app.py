@@ -35,12 +35,13 @@ def test_home_links_every_page(monkeypatch, tmp_path):
         assert at.title[0].value.startswith(title)
 
 
-def test_home_and_train_page_imports_leave_out_timm_sklearn_and_gradcam():
+def test_home_train_and_metrics_imports_leave_out_timm_sklearn_and_gradcam():
     """A page's first render pays for its imports; the heavy libraries wait for the pages that use them."""
     import subprocess
     import sys
 
-    code = ("import sys, dashboard.common, dashboard.training_charts, fer_core.config, fer_core.data, fer_core.runs\n"
+    code = ("import sys, dashboard.common, dashboard.training_charts, dashboard.charts\n"
+            "import fer_core.config, fer_core.data, fer_core.runs, fer_core.evaluation\n"
             "print(sorted(m for m in ('timm', 'sklearn', 'pytorch_grad_cam') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

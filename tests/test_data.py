@@ -413,14 +413,15 @@ def test_full_fer2013_counts(fer_root):
                                     for c in ("angry", "disgust", "fear", "happy")]
 
 
-def test_read_counts_from_the_cache_reads_no_pixels(folder_dataset, tmp_path):
+def test_without_pixels_a_cached_set_reads_only_labels_ids_and_splits(folder_dataset, tmp_path):
     cache = tmp_path / "cache"
     (folder_dataset / "train" / "angry" / "Training_bad.png").write_bytes(b"broken")
-    expected = load_dataset(folder_dataset, use_cache=False).counts()
-    assert data_mod.read_counts(folder_dataset, cache_dir=cache) == expected   # not cached yet: a full load
+    full = load_dataset(folder_dataset, cache_dir=cache)   # reads and caches
     (images,) = cache.glob("*/images.npy")
-    images.write_bytes(b"no longer an array")   # only the labels and the split record are needed
-    assert data_mod.read_counts(folder_dataset, cache_dir=cache) == expected
-    assert expected["Training"]["angry"] == 6   # the broken file is not counted
-    with pytest.raises(DataError, match="does not exist"):
-        data_mod.read_counts(tmp_path / "nowhere", cache_dir=cache)
+    images.write_bytes(b"no longer an array")   # not needed without pixels
+    light = load_dataset(folder_dataset, cache_dir=cache, pixels=False, classes=["angry", "happy"])
+    assert light.counts() == full.subset(["angry", "happy"]).counts()
+    assert light.counts()["Training"]["angry"] == 6   # the broken file is not counted
+    for name, sp in light.splits.items():
+        assert sp.ids == full.subset(["angry", "happy"]).splits[name].ids and sp.images.shape == (len(sp), 0, 0)
+    assert (light.validation_split, light.test_splits) == (full.validation_split, full.test_splits)
