@@ -203,7 +203,7 @@ if not split_options:
 split = col_split.selectbox("Split", split_options, key=f"metrics_split::{ckpt}",
                             help="Splits with a saved report come first; the others can be evaluated here when "
                                  "the data set is present. 'test' joins FER-2013's two test splits.")
-saved_tta = [t for s, t in saved if s == split]
+saved_tta = sorted((t for s, t in saved if s == split), key=lambda t: t != "none")   # the single model first
 tta_options = list(dict.fromkeys([*TTA_MODES, *saved_tta]))   # a saved report may name a mode of its own
 tta = col_tta.selectbox("Test-time augmentation", tta_options, key=f"metrics_tta::{ckpt}::{split}",
                         index=tta_options.index(saved_tta[0]) if saved_tta else 0,

@@ -311,3 +311,14 @@ def test_misclassified_and_predictions_table(report):
     assert charts.misclassified(report, predicted="b")[1] == 1 and charts.misclassified(report, limit=1)[1] == 3
     table = charts.predictions_table(report)
     assert len(table) == 8 and table["correct"].sum() == 5 and list(table.columns[-3:]) == ["p_a", "p_b", "p_c"]
+
+
+def test_the_single_model_report_is_shown_before_its_tta_variants(monkeypatch, studio, tmp_path):
+    own = tmp_path / "checkpoints"
+    own.mkdir()
+    shutil.copy(studio["checkpoints"] / "tiny.safetensors", own / "m.safetensors")
+    save_report(studio["reports"]["other"], own / "m.test.flip.json")   # sorts before m.test.json
+    save_report(studio["reports"]["tiny"], own / "m.test.json")
+    at = page(monkeypatch, studio, with_data=False, checkpoints=own)
+    assert at.selectbox(key="metrics_tta::" + str(own / "m.safetensors") + "::test").value == "none"
+    assert any("m.test.json" in c.value for c in at.caption)
