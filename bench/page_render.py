@@ -98,9 +98,9 @@ def main() -> None:
             if args.baseline:
                 rows += baseline_rows(browser, env)
             browser.close()
-    print(f"{'page':<34}{'visit':>6}{'seconds':>10}")
+    print(f"{'page':<40}{'visit':>6}{'seconds':>10}")
     for name, visit, seconds in rows:
-        print(f"{name:<34}{visit:>6}{seconds:>10.2f}")
+        print(f"{name:<40}{visit:>6}{seconds:>10.2f}")
     worst = max(s for n, v, s in rows if n in PAGES)
     print(f"slowest page render: {worst:.2f}s against a target of < 3s: {'PASS' if worst < 3 else 'FAIL'}")
 

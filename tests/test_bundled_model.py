@@ -52,3 +52,26 @@ def test_reads_a_happy_face_in_a_photo(face_photo):
     assert len(result.faces) == 1
     face = result.faces[0]
     assert face.label == "happy" and face.probabilities["happy"] > 0.5, json.dumps(face.probabilities)
+
+
+FOUR_CLASS = ROOT / "checkpoints" / "fer2013_effnet_b0_4class.safetensors"
+
+
+@pytest.mark.skipif(not FOUR_CLASS.exists(), reason=f"no 4-class checkpoint at {FOUR_CLASS}")
+def test_four_class_checkpoint_metadata_and_reports():
+    meta = read_metadata(FOUR_CLASS)
+    assert meta["arch"] == "efficientnet_b0" and meta["class_names"] == ["angry", "disgust", "fear", "happy"]
+    assert FOUR_CLASS.stat().st_size < 25e6
+    report = load_report(FOUR_CLASS.with_name(f"{FOUR_CLASS.stem}.test.json"))
+    assert report["split"] == "test" and report["num_images"] == 3867 and report["tta"] == "none"
+
+
+@needs_fer
+@pytest.mark.skipif(not FOUR_CLASS.exists(), reason=f"no 4-class checkpoint at {FOUR_CLASS}")
+def test_four_class_test_report_is_what_the_checkpoint_gives(fer_root):
+    saved = load_report(FOUR_CLASS.with_name(f"{FOUR_CLASS.stem}.test.json"))
+    classifier = FerClassifier.from_checkpoint(FOUR_CLASS)
+    split = load_dataset(fer_root, classes=list(classifier.class_names)).split("test")
+    report = evaluate(classifier, split, "test")
+    assert report["accuracy"] == pytest.approx(saved["accuracy"], abs=1 / 3867)
+    assert report["macro"]["f1"] == pytest.approx(saved["macro"]["f1"], abs=2e-3)
