@@ -330,7 +330,8 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 def _cache_read(folder: Path, with_images: bool = True) -> dict | None:
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        raw = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("images", "labels")[not with_images:]}
+        keys = ("images", "labels") if with_images else ("labels",)
+        raw = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in keys}
     except (OSError, ValueError):
         return None
     raw.update(meta)

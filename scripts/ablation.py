@@ -46,9 +46,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     store = RunStore(args.out)
     done = []
+    model = args.model or PRESETS[PRESET]["model"]
+    suffix = "" if model == PRESETS[PRESET]["model"] else f"-{model}"
     for name in args.only or VARIANTS:
-        model = args.model or PRESETS[PRESET]["model"]
-        run_id = f"ablation-{name}" + ("" if model == PRESETS[PRESET]["model"] else f"-{model}")
+        run_id = f"ablation-{name}{suffix}"
         path = Path(args.out) / run_id
         if (path / "config.json").exists():
             if store.get(path).status().get("state") != "finished":
