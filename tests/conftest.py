@@ -1,8 +1,11 @@
 """Shared fixtures: FER-2013 location, small data sets made in the test, a tiny trained checkpoint."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -17,6 +20,19 @@ HAVE_FER = (FER_ROOT / "train").is_dir() and (FER_ROOT / "test").is_dir()
 needs_fer = pytest.mark.skipif(not HAVE_FER, reason=f"FER-2013 not found at {FER_ROOT} (set FER2013_PATH)")
 # A happy face that OpenCV's Haar cascade finds once pasted into a larger photo.
 DETECTABLE_FACE = FER_ROOT / "test" / "happy" / "PrivateTest_10077120.jpg"
+
+
+HEAVY_LIBRARIES = ("pytorch_grad_cam", "sklearn", "timm")   # seconds of import each
+
+
+def heavy_libraries_loaded_by(code: str, timeout_s: int = 120) -> list[str]:
+    """Run ``code`` in a fresh interpreter at the repository root (it must succeed); the heavy libraries
+    it left imported."""
+    probe = f"\nimport json, sys\nprint(json.dumps([m for m in {HEAVY_LIBRARIES!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", code + probe], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout_s)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, needs_fer
+from conftest import HEAVY_LIBRARIES, ROOT, heavy_libraries_loaded_by, needs_fer
 
 APP = str(ROOT / "app.py")
 
@@ -37,30 +37,17 @@ def test_home_links_every_page(monkeypatch, tmp_path):
 
 def test_home_train_and_metrics_imports_leave_out_timm_sklearn_and_gradcam():
     """A page's first render pays for its imports; the heavy libraries wait for the pages that use them."""
-    import subprocess
-    import sys
-
-    code = ("import sys, dashboard.common, dashboard.training_charts, dashboard.charts\n"
-            "import fer_core.config, fer_core.data, fer_core.runs, fer_core.evaluation\n"
-            "print(sorted(m for m in ('timm', 'sklearn', 'pytorch_grad_cam') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert heavy_libraries_loaded_by("import dashboard.common, dashboard.training_charts, dashboard.charts\n"
+                                     "import fer_core.config, fer_core.data, fer_core.runs, fer_core.evaluation") == []
 
 
 def test_the_first_page_starts_the_heavy_imports_in_the_background():
     """After the home page has run, timm, scikit-learn and grad-cam load in a thread for the other pages."""
-    import subprocess
-    import sys
-
-    code = ("import sys, threading\n"
+    code = ("import threading\n"
             "from streamlit.testing.v1 import AppTest\n"
-            "heavy = ('timm', 'sklearn', 'pytorch_grad_cam')\n"
             "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
             "assert not at.exception, at.exception\n"
             "warm_up = [t for t in threading.enumerate() if t.name == 'fer-studio-warm-up']\n"
-            "for t in warm_up: t.join(120)\n"
-            "print(len(warm_up), sorted(m for m in heavy if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "1 ['pytorch_grad_cam', 'sklearn', 'timm']"
+            "assert len(warm_up) == 1, warm_up\n"
+            "warm_up[0].join(120)")
+    assert heavy_libraries_loaded_by(code, timeout_s=240) == list(HEAVY_LIBRARIES)
