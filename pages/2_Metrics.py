@@ -90,8 +90,8 @@ def show_bias(report: dict, ds) -> None:
         frequency_sources.insert(0, "training set")
     freq_source = st.radio("Class frequency", frequency_sources, horizontal=True, key="metrics_freq_source")
     if freq_source == "training set":
-        counts = dict(zip(ds.class_names, ds.splits["Training"].class_counts(ds.num_classes)))
-        st.plotly_chart(charts.frequency_vs_recall(report, counts, "images in the training set"), key="metrics_freq")
+        st.plotly_chart(charts.frequency_vs_recall(report, ds.counts()["Training"], "images in the training set"),
+                        key="metrics_freq")
     else:
         st.plotly_chart(charts.frequency_vs_recall(report), key="metrics_freq")
     st.caption("Rare classes (FER-2013's disgust has 1.5% of the training images) tend to be recalled less.")

@@ -322,3 +322,13 @@ def test_the_single_model_report_is_shown_before_its_tta_variants(monkeypatch, s
     at = page(monkeypatch, studio, with_data=False, checkpoints=own)
     assert at.selectbox(key="metrics_tta::" + str(own / "m.safetensors") + "::test").value == "none"
     assert any("m.test.json" in c.value for c in at.caption)
+
+
+def test_class_frequency_from_the_training_set_when_the_data_set_is_present(monkeypatch, studio):
+    at = open_tab(select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny"),
+                  "Bias and calibration")
+    assert at.radio(key="metrics_freq_source").value == "training set"
+    scatter = next(f for f in figures(at) if f["data"][0].get("mode") == "markers+text")   # not the reliability
+    training = load_dataset(studio["data"]).counts()["Training"]
+    assert scatter["data"][0]["x"] == [training[c] for c in studio["reports"]["tiny"]["class_names"]]
+    assert scatter["layout"]["xaxis"]["title"]["text"] == "images in the training set"
