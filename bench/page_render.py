@@ -40,12 +40,12 @@ def render_seconds(browser, url: str) -> tuple[float, object]:
     return time.perf_counter() - t, page
 
 
-def baseline_rows(browser, chromium_env: dict) -> list[tuple[str, str, float]]:
+def baseline_rows(browser, env: dict) -> list[tuple[str, str, float]]:
     rows = []
     for name, body in BASELINES.items():
         script = Path(tempfile.mkdtemp()) / "baseline.py"
         script.write_text("import streamlit as st\n" + body + "\n")
-        with streamlit_server(chromium_env, script=script) as url:
+        with streamlit_server(env, script=script) as url:
             for visit in ("cold", "warm"):
                 seconds, page = render_seconds(browser, url)
                 page.close()
