@@ -55,9 +55,10 @@ def test_reads_a_happy_face_in_a_photo(face_photo):
 
 
 FOUR_CLASS = ROOT / "checkpoints" / "fer2013_effnet_b0_4class.safetensors"
+needs_four_class = pytest.mark.skipif(not FOUR_CLASS.exists(), reason=f"no 4-class checkpoint at {FOUR_CLASS}")
 
 
-@pytest.mark.skipif(not FOUR_CLASS.exists(), reason=f"no 4-class checkpoint at {FOUR_CLASS}")
+@needs_four_class
 def test_four_class_checkpoint_metadata_and_reports():
     meta = read_metadata(FOUR_CLASS)
     assert meta["arch"] == "efficientnet_b0" and meta["class_names"] == ["angry", "disgust", "fear", "happy"]
@@ -67,7 +68,7 @@ def test_four_class_checkpoint_metadata_and_reports():
 
 
 @needs_fer
-@pytest.mark.skipif(not FOUR_CLASS.exists(), reason=f"no 4-class checkpoint at {FOUR_CLASS}")
+@needs_four_class
 def test_four_class_test_report_is_what_the_checkpoint_gives(fer_root):
     saved = load_report(FOUR_CLASS.with_name(f"{FOUR_CLASS.stem}.test.json"))
     classifier = FerClassifier.from_checkpoint(FOUR_CLASS)
