@@ -3,13 +3,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.common import checkpoint_dir, data_path, run_store, warm_up_imports
-from fer_core.checkpoint import CheckpointError, read_metadata
-from fer_core.data import load_dataset
+from fer_core.storage import CheckpointError, read_metadata
+from fer_core.data import count_images
 
 
 @st.cache_data(show_spinner="Reading the data set…")
 def dataset_counts(path: str) -> dict:
-    return load_dataset(path, pixels=False).counts()   # labels only, from the cache once it has been read
+    return count_images(path)   # labels only, from the cache once it has been read: no PyTorch
 
 
 def checkpoints() -> list[dict]:

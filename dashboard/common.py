@@ -6,12 +6,16 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from fer_core.checkpoint import CheckpointError, FerClassifier, read_metadata
+from fer_core.storage import CheckpointError, read_metadata
 from fer_core.data import find_fer2013, load_dataset
 from fer_core.runs import RunStore
+
+if TYPE_CHECKING:
+    from fer_core.checkpoint import FerClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +61,8 @@ def saved_reports(checkpoint: Path) -> dict[str, Path]:
 @st.cache_resource(show_spinner="Loading the model…")
 def classifier(path: str, mtime: float) -> FerClassifier:
     """A model, cached per file version (``mtime`` invalidates a rewritten checkpoint)."""
+    from fer_core.checkpoint import FerClassifier  # PyTorch: imported by the pages that use a model
+
     return FerClassifier.from_checkpoint(path)
 
 

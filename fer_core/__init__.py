@@ -20,9 +20,10 @@ __version__ = "0.1.0"
 # name -> submodule; loaded on first use, so that ``from fer_core import RunStore`` does not pull in
 # timm, scikit-learn and grad-cam (seconds of import time for a dashboard page that needs none)
 _EXPORTS = {
-    "checkpoint": ("CheckpointError", "FerClassifier", "read_metadata"),
-    "data": ("FER2013_CLASSES", "FER2013_SPLITS", "DataError", "FerDataset", "FerSplit", "find_fer2013",
-             "load_dataset", "parse_class_list"),
+    "checkpoint": ("FerClassifier",),
+    "storage": ("CheckpointError", "read_metadata"),
+    "data": ("FER2013_CLASSES", "FER2013_SPLITS", "DataError", "FerDataset", "FerSplit", "count_images",
+             "find_fer2013", "load_dataset", "parse_class_list"),
     "evaluation": ("build_report", "evaluate", "load_report", "save_report"),
     "explanation": ("CAM_METHODS", "Explanation", "explain"),
     "config": ("MODEL_NAMES", "PRESETS", "TrainConfig"),
@@ -49,9 +50,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .checkpoint import CheckpointError, FerClassifier, read_metadata
-    from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, FerDataset, FerSplit, find_fer2013, load_dataset,
-                       parse_class_list)
+    from .checkpoint import FerClassifier
+    from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, FerDataset, FerSplit, count_images, find_fer2013,
+                       load_dataset, parse_class_list)
     from .evaluation import build_report, evaluate, load_report, save_report
     from .explanation import CAM_METHODS, Explanation, explain
     from .config import MODEL_NAMES, PRESETS, TrainConfig
@@ -59,4 +60,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .predict import (ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image,
                           predict_paths)
     from .runs import Run, RunError, RunStore
+    from .storage import CheckpointError, read_metadata
     from .training import TrainingDiverged, train

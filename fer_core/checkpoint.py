@@ -9,60 +9,17 @@ from it; model loaders ignore those tensors.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-FORMAT = "fer-studio/1"
-STATE_PREFIX = "train_state."
+# the torch-free half of the format lives in storage; its names stay importable from here
+from .storage import (FORMAT, STATE_PREFIX, CheckpointError, atomic_write_bytes, model_metadata,  # noqa: F401
+                      read_metadata)
 
-
-class CheckpointError(ValueError):
-    """A file that is not a usable FER Studio checkpoint."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` holds either the old or the new content, never a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def model_metadata(arch: str, class_names, img_size: int, mean: float, std: float, output_stride: int,
-                   drop_rate: float = 0.0, config: dict | None = None, epoch: int | None = None,
-                   metrics: dict | None = None) -> dict[str, str]:
-    meta = {"format": FORMAT, "arch": arch, "class_names": json.dumps(list(class_names)),
-            "img_size": str(img_size), "in_chans": "1", "mean": json.dumps([mean]), "std": json.dumps([std]),
-            "output_stride": str(output_stride), "drop_rate": str(drop_rate)}
-    if config is not None:
-        meta["config"] = json.dumps(config)
-    if epoch is not None:
-        meta["epoch"] = str(epoch)
-    if metrics is not None:
-        meta["metrics"] = json.dumps(metrics)
-    return meta
 
 
 def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], metadata: dict[str, str],
@@ -86,29 +43,6 @@ def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[k] = v.clone() if ptr in seen else v
         if ptr:
             seen.add(ptr)
-    return out
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The checkpoint's metadata, with JSON fields decoded."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a safetensors checkpoint: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} has no FER Studio metadata (format {meta.get('format')!r})")
-    out: dict = dict(meta)
-    for key in ("class_names", "mean", "std", "config", "metrics"):
-        if key in meta:
-            out[key] = json.loads(meta[key])
-    for key in ("img_size", "in_chans", "output_stride", "epoch"):
-        if key in meta:
-            out[key] = int(meta[key])
-    out["drop_rate"] = float(meta.get("drop_rate", 0.0))
     return out
 
 

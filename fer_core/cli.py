@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-LIBRARY_ERRORS = {"fer_core.checkpoint": "CheckpointError", "fer_core.data": "DataError",
+LIBRARY_ERRORS = {"fer_core.storage": "CheckpointError", "fer_core.data": "DataError",
                   "fer_core.models": "ModelError", "fer_core.predict": "ImageError", "fer_core.runs": "RunError",
                   "fer_core.training": "TrainingDiverged"}
 

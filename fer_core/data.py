@@ -23,10 +23,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:   # PyTorch is imported where tensors are made: counting images needs none
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class FerSplit:
         return len(self.labels)
 
     def class_counts(self, num_classes: int) -> list[int]:
-        return torch.bincount(self.labels, minlength=num_classes).tolist()
+        return np.bincount(np.asarray(self.labels), minlength=num_classes).tolist()
 
 
 @dataclass
@@ -86,6 +89,8 @@ class FerDataset:
             return self.splits[name]
         lowered = {k.lower(): k for k in self.splits}
         if name.lower() == "test":
+            import torch
+
             parts = [self.splits[s] for s in self.test_splits]
             return FerSplit(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
                             [i for p in parts for i in p.ids])
@@ -105,6 +110,8 @@ class FerDataset:
             raise DataError(f"classes {missing} are not in this data set ({', '.join(self.class_names)})")
         if len(set(classes)) != len(classes):
             raise DataError(f"class list has duplicates: {', '.join(classes)}")
+        import torch
+
         old_to_new = torch.full((self.num_classes,), -1, dtype=torch.long)
         for new, name in enumerate(classes):
             old_to_new[self.class_names.index(name)] = new
@@ -179,6 +186,20 @@ def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: i
     if dataset.skipped:
         log.warning("skipped %d unreadable image(s), e.g. %s: %s", len(dataset.skipped), *dataset.skipped[0])
     return dataset.subset(classes) if classes else dataset
+
+
+def count_images(path: str | Path, img_size: int = 48, cache_dir: str | Path | None = None,
+                 val_fraction: float = 0.1, seed: int = 0) -> dict[str, dict[str, int]]:
+    """Images per split and class, as ``load_dataset(...).counts()`` gives them. From the cache this
+    reads the labels only and needs no PyTorch; an uncached data set is loaded (and cached) first."""
+    path, key, _ = _source(path, img_size)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    raw = _cache_read(cache / key, with_images=False)
+    if raw is None:
+        return load_dataset(path, img_size=img_size, cache_dir=cache, val_fraction=val_fraction, seed=seed).counts()
+    index, *_ = _split_index(raw, val_fraction, seed)
+    names, labels = raw["class_names"], raw["labels"]
+    return {s: dict(zip(names, np.bincount(labels[ix], minlength=len(names)).tolist())) for s, ix in index.items()}
 
 
 def _source(path: str | Path, img_size: int) -> tuple[Path, str, Callable[[], dict]]:
@@ -356,10 +377,22 @@ def _cache_write(folder: Path, raw: dict) -> None:
 # --- splits --------------------------------------------------------------------------------
 
 def _assemble(raw: dict, source: str, val_fraction: float, seed: int) -> FerDataset:
+    import torch
+
+    index, val_name, test_names, warnings = _split_index(raw, val_fraction, seed)
     images = torch.from_numpy(np.ascontiguousarray(raw["images"]))
     labels = torch.from_numpy(raw["labels"].astype(np.int64))
-    split_of = np.array(raw["splits"])
     ids = list(raw["ids"])
+    splits = {s: FerSplit(images[torch.from_numpy(ix)], labels[torch.from_numpy(ix)], [ids[i] for i in ix])
+              for s, ix in index.items()}
+    return FerDataset(tuple(raw["class_names"]), splits, source, val_name, test_names,
+                      [tuple(s) for s in raw.get("skipped", [])], warnings)
+
+
+def _split_index(raw: dict, val_fraction: float, seed: int) -> tuple[dict[str, np.ndarray], str, tuple[str, ...],
+                                                                       list[str]]:
+    """Image positions per split, the validation split's name, the test splits' names and warnings."""
+    split_of = np.array(raw["splits"])
     names = set(split_of.tolist())
     warnings = list(raw.get("warnings", []))
     index: dict[str, np.ndarray] = {}
@@ -385,10 +418,7 @@ def _assemble(raw: dict, source: str, val_fraction: float, seed: int) -> FerData
             train, val = _stratified(train, raw["labels"], val_fraction, seed)
         index = {"Training": train, "Validation": val, "Test": test}
         val_name, test_names = "Validation", ("Test",)
-    splits = {s: FerSplit(images[torch.from_numpy(ix)], labels[torch.from_numpy(ix)], [ids[i] for i in ix])
-              for s, ix in index.items()}
-    return FerDataset(tuple(raw["class_names"]), splits, source, val_name, test_names,
-                      [tuple(s) for s in raw.get("skipped", [])], warnings)
+    return index, val_name, test_names, warnings
 
 
 def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

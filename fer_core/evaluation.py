@@ -131,7 +131,7 @@ def evaluate(classifier: FerClassifier, split: FerSplit, split_name: str = "", t
 
 
 def save_report(report: dict, path: str | Path) -> None:
-    from .checkpoint import atomic_write_bytes
+    from .storage import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(report, indent=1).encode())
 

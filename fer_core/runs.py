@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .storage import atomic_write_bytes
 
 STATES = ("queued", "running", "finished", "failed", "stopped")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -25,10 +25,11 @@ DETECTABLE_FACE = FER_ROOT / "test" / "happy" / "PrivateTest_10077120.jpg"
 HEAVY_LIBRARIES = ("pytorch_grad_cam", "sklearn", "timm")   # seconds of import each
 
 
-def heavy_libraries_loaded_by(code: str, timeout_s: int = 120) -> list[str]:
-    """Run ``code`` in a fresh interpreter at the repository root (it must succeed); the heavy libraries
+def heavy_libraries_loaded_by(code: str, timeout_s: int = 120, libraries: tuple[str, ...] = HEAVY_LIBRARIES
+                              ) -> list[str]:
+    """Run ``code`` in a fresh interpreter at the repository root (it must succeed); which of ``libraries``
     it left imported."""
-    probe = f"\nimport json, sys\nprint(json.dumps([m for m in {HEAVY_LIBRARIES!r} if m in sys.modules]))"
+    probe = f"\nimport json, sys\nprint(json.dumps([m for m in {libraries!r} if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", code + probe], cwd=ROOT, capture_output=True, text=True,
                          timeout=timeout_s)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -2,7 +2,8 @@
 
 from streamlit.testing.v1 import AppTest
 
-from conftest import HEAVY_LIBRARIES, ROOT, heavy_libraries_loaded_by, needs_fer
+from conftest import HEAVY_LIBRARIES, ROOT, heavy_libraries_loaded_by, make_folder_dataset, needs_fer
+from fer_core.data import load_dataset
 
 APP = str(ROOT / "app.py")
 
@@ -20,6 +21,21 @@ def test_home_with_data_set_shows_counts(fer_root, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
     assert any("35,887 images" in m.value for m in at.markdown)
+
+
+def test_home_renders_counts_checkpoints_and_runs_without_importing_pytorch(monkeypatch, tmp_path):
+    """Home's first render needs no model, so it does not pay for importing PyTorch (about a second)."""
+    data = make_folder_dataset(tmp_path / "fer", per_class=3)
+    load_dataset(data)   # fills the cache, as any earlier visit or command would
+    monkeypatch.setenv("FER2013_PATH", str(data))
+    code = ("import dashboard.common\n"
+            "dashboard.common.WARM_UP_DELAY_S = 600   # the background imports would load PyTorch\n"
+            "from streamlit.testing.v1 import AppTest\n"
+            "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
+            "assert not at.exception, at.exception\n"
+            "assert any('63 images' in m.value for m in at.markdown), [m.value for m in at.markdown]\n"
+            "assert 'fer2013_effnet_b0.safetensors' in at.dataframe[0].value['checkpoint'].tolist()\n")
+    assert heavy_libraries_loaded_by(code, libraries=("torch",)) == []
 
 
 def test_home_links_every_page(monkeypatch, tmp_path):

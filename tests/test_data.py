@@ -425,3 +425,23 @@ def test_without_pixels_a_cached_set_reads_only_labels_ids_and_splits(folder_dat
     for name, sp in light.splits.items():
         assert sp.ids == full.subset(["angry", "happy"]).splits[name].ids and sp.images.shape == (len(sp), 0, 0)
     assert (light.validation_split, light.test_splits) == (full.validation_split, full.test_splits)
+
+
+@pytest.mark.parametrize("layout", ["prefixed", "unprefixed", "csv"])
+def test_count_images_matches_the_loaded_counts_before_and_after_caching(layout, tmp_path):
+    if layout == "csv":
+        rng = np.random.default_rng(0)
+        path = write_fer_csv(tmp_path / "fer2013.csv", [(k, synthetic_face(k, rng), usage) for k in range(7)
+                                                         for usage in ("Training", "Training", "PublicTest",
+                                                                       "PrivateTest")])
+    else:
+        path = make_folder_dataset(tmp_path / layout, per_class={"angry": 9, "disgust": 2, "happy": 12},
+                                   test_prefixes=layout == "prefixed")
+    cache = tmp_path / "cache"
+    uncached = data_mod.count_images(path, cache_dir=cache, seed=4)   # loads and caches
+    assert list(cache.iterdir())
+    (images,) = cache.glob("*/images.npy")
+    images.write_bytes(b"no longer an array")   # counting from the cache reads labels only
+    cached = data_mod.count_images(path, cache_dir=cache, seed=4)
+    assert uncached == cached == load_dataset(path, use_cache=False, seed=4).counts()
+    assert sum(n for split in cached.values() for n in split.values()) > 0
