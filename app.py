@@ -2,14 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import checkpoint_dir, data_path, run_store, warm_up_imports
+from dashboard.common import checkpoint_dir, data_path, data_summary, run_store, warm_up_imports
 from fer_core.storage import CheckpointError, read_metadata
-from fer_core.data import count_images
-
-
-@st.cache_data(show_spinner="Reading the data set…")
-def dataset_counts(path: str) -> dict:
-    return count_images(path)   # labels only, from the cache once it has been read: no PyTorch
 
 
 def checkpoints() -> list[dict]:
@@ -38,7 +32,7 @@ def home() -> None:
                 "`data/fer2013.csv` (the challenge's CSV), or set `FER2013_PATH`. Everything that does not need "
                 "the data set still works.")
     else:
-        counts = pd.DataFrame(dataset_counts(str(fer_path)))
+        counts = pd.DataFrame(data_summary(str(fer_path)).counts)
         st.write(f"Found FER-2013 at `{fer_path}`: {int(counts.values.sum()):,} images.")
         st.bar_chart(counts, horizontal=True)
 

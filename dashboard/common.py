@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from fer_core.storage import CheckpointError, read_metadata
-from fer_core.data import find_fer2013, load_dataset
+from fer_core.storage import CheckpointError, load_report, read_metadata
+from fer_core.data import DatasetSummary, find_fer2013, load_dataset, summarize_dataset
 from fer_core.runs import RunStore
 
 if TYPE_CHECKING:
@@ -87,6 +87,12 @@ def checkpoint_metadata(path: str, mtime: float) -> dict | None:
         return None
 
 
+@st.cache_data(show_spinner="Reading the data set…")
+def data_summary(path: str) -> DatasetSummary:
+    """Class names, images per split and class, and the split roles; no images and no PyTorch once cached."""
+    return summarize_dataset(path)
+
+
 @st.cache_resource(show_spinner="Reading the data set…")
 def dataset(path: str, classes: tuple[str, ...] | None = None, pixels: bool = True):
     """The data set (``pixels=False``: labels, ids and splits only, fast once it is cached)."""
@@ -95,8 +101,6 @@ def dataset(path: str, classes: tuple[str, ...] | None = None, pixels: bool = Tr
 
 @st.cache_data(show_spinner=False)
 def report(path: str, mtime: float) -> dict:
-    from fer_core.evaluation import load_report  # scikit-learn: only for pages that show reports
-
     return load_report(path)
 
 

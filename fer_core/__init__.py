@@ -21,10 +21,10 @@ __version__ = "0.1.0"
 # timm, scikit-learn and grad-cam (seconds of import time for a dashboard page that needs none)
 _EXPORTS = {
     "checkpoint": ("FerClassifier",),
-    "storage": ("CheckpointError", "read_metadata"),
-    "data": ("FER2013_CLASSES", "FER2013_SPLITS", "DataError", "FerDataset", "FerSplit", "count_images",
-             "find_fer2013", "load_dataset", "parse_class_list"),
-    "evaluation": ("build_report", "evaluate", "load_report", "save_report"),
+    "storage": ("CheckpointError", "load_report", "read_metadata", "save_report"),
+    "data": ("FER2013_CLASSES", "FER2013_SPLITS", "DataError", "FerDataset", "DatasetSummary", "FerSplit",
+             "find_fer2013", "load_dataset", "parse_class_list", "summarize_dataset"),
+    "evaluation": ("build_report", "evaluate"),
     "explanation": ("CAM_METHODS", "Explanation", "explain"),
     "config": ("MODEL_NAMES", "PRESETS", "TrainConfig"),
     "models": ("ModelError", "create_model"),
@@ -51,14 +51,14 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .checkpoint import FerClassifier
-    from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, FerDataset, FerSplit, count_images, find_fer2013,
-                       load_dataset, parse_class_list)
-    from .evaluation import build_report, evaluate, load_report, save_report
+    from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, DatasetSummary, FerDataset, FerSplit,
+                       find_fer2013, load_dataset, parse_class_list, summarize_dataset)
+    from .evaluation import build_report, evaluate
     from .explanation import CAM_METHODS, Explanation, explain
     from .config import MODEL_NAMES, PRESETS, TrainConfig
     from .models import ModelError, create_model
     from .predict import (ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image,
                           predict_paths)
     from .runs import Run, RunError, RunStore
-    from .storage import CheckpointError, read_metadata
+    from .storage import CheckpointError, load_report, read_metadata, save_report
     from .training import TrainingDiverged, train

@@ -102,6 +102,9 @@ class FerDataset:
         """Images per split and class."""
         return {s: dict(zip(self.class_names, sp.class_counts(self.num_classes))) for s, sp in self.splits.items()}
 
+    def summary(self) -> DatasetSummary:
+        return DatasetSummary(self.class_names, self.counts(), self.source, self.validation_split, self.test_splits)
+
     def subset(self, classes: list[str] | tuple[str, ...]) -> FerDataset:
         """Keep only ``classes`` (in that order), relabelled 0..len(classes)-1."""
         classes = tuple(normalise_class_name(c) for c in classes)
@@ -123,6 +126,26 @@ class FerDataset:
             splits[name] = FerSplit(sp.images[idx], mapped[idx], [sp.ids[i] for i in idx.tolist()])
         return FerDataset(classes, splits, self.source, self.validation_split, self.test_splits,
                           list(self.skipped), list(self.warnings))
+
+
+@dataclass
+class DatasetSummary:
+    """What a data set holds, without its images: class names, images per split and class, and which
+    splits select models and which test them. See :func:`summarize_dataset`."""
+
+    class_names: tuple[str, ...]
+    counts: dict[str, dict[str, int]]
+    source: str
+    validation_split: str
+    test_splits: tuple[str, ...]
+
+    def num_images(self, split: str, classes: list[str] | tuple[str, ...] | None = None) -> int:
+        """Images of ``classes`` (default: all) in ``split``; ``test`` joins the test splits."""
+        splits = self.test_splits if split.lower() == "test" and split not in self.counts else (split,)
+        unknown = [s for s in splits if s not in self.counts]
+        if unknown:
+            raise DataError(f"unknown split {unknown[0]!r}; this data set has {', '.join(self.counts)} and 'test'")
+        return sum(n for s in splits for c, n in self.counts[s].items() if classes is None or c in classes)
 
 
 def normalise_class_name(name: str) -> str:
@@ -188,18 +211,19 @@ def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: i
     return dataset.subset(classes) if classes else dataset
 
 
-def count_images(path: str | Path, img_size: int = 48, cache_dir: str | Path | None = None,
-                 val_fraction: float = 0.1, seed: int = 0) -> dict[str, dict[str, int]]:
-    """Images per split and class, as ``load_dataset(...).counts()`` gives them. From the cache this
-    reads the labels only and needs no PyTorch; an uncached data set is loaded (and cached) first."""
+def summarize_dataset(path: str | Path, img_size: int = 48, cache_dir: str | Path | None = None,
+                      val_fraction: float = 0.1, seed: int = 0) -> DatasetSummary:
+    """``load_dataset(...).summary()`` (same arguments), but from the cache it reads the labels only and
+    needs no PyTorch; an uncached data set is loaded (and cached) first."""
     path, key, _ = _source(path, img_size)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     raw = _cache_read(cache / key, with_images=False)
     if raw is None:
-        return load_dataset(path, img_size=img_size, cache_dir=cache, val_fraction=val_fraction, seed=seed).counts()
-    index, *_ = _split_index(raw, val_fraction, seed)
-    names, labels = raw["class_names"], raw["labels"]
-    return {s: dict(zip(names, np.bincount(labels[ix], minlength=len(names)).tolist())) for s, ix in index.items()}
+        return load_dataset(path, img_size=img_size, cache_dir=cache, val_fraction=val_fraction, seed=seed).summary()
+    index, val_name, test_names, _ = _split_index(raw, val_fraction, seed)
+    names, labels = tuple(raw["class_names"]), raw["labels"]
+    counts = {s: dict(zip(names, np.bincount(labels[ix], minlength=len(names)).tolist())) for s, ix in index.items()}
+    return DatasetSummary(names, counts, str(path), val_name, test_names)
 
 
 def _source(path: str | Path, img_size: int) -> tuple[Path, str, Callable[[], dict]]:
@@ -377,7 +401,7 @@ def _cache_write(folder: Path, raw: dict) -> None:
 # --- splits --------------------------------------------------------------------------------
 
 def _assemble(raw: dict, source: str, val_fraction: float, seed: int) -> FerDataset:
-    import torch
+    import torch  # here, not at the top: summarize_dataset needs none
 
     index, val_name, test_names, warnings = _split_index(raw, val_fraction, seed)
     images = torch.from_numpy(np.ascontiguousarray(raw["images"]))

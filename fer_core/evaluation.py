@@ -6,8 +6,6 @@ one record an image (id, true, predicted, probabilities).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +14,7 @@ import torch.nn.functional as F
 from .checkpoint import FerClassifier
 from .config import TTA_MODES
 from .data import FerSplit
+from .storage import load_report, save_report  # noqa: F401  (reports are files: saved and read without PyTorch)
 
 
 def tta_views(x: torch.Tensor, mode: str, shift: int = 2) -> list[torch.Tensor]:
@@ -128,16 +127,6 @@ def evaluate(classifier: FerClassifier, split: FerSplit, split_name: str = "", t
     report.update(split=split_name, tta=tta, checkpoint_arch=classifier.arch, data=source,
                   img_size=classifier.img_size)
     return report
-
-
-def save_report(report: dict, path: str | Path) -> None:
-    from .storage import atomic_write_bytes
-
-    atomic_write_bytes(path, json.dumps(report, indent=1).encode())
-
-
-def load_report(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
 
 
 def report_probabilities(report: dict, ids: list[str], class_names) -> np.ndarray | None:

@@ -1,7 +1,9 @@
-"""Files without PyTorch: atomic writes, and a checkpoint's metadata (its safetensors header).
+"""Files without PyTorch: atomic writes, a checkpoint's metadata (its safetensors header) and
+evaluation reports (JSON).
 
-Kept apart from :mod:`fer_core.checkpoint` so that listing checkpoints and runs (the dashboard's home
-page, ``runs.py``) does not pay for importing PyTorch.
+Kept apart from :mod:`fer_core.checkpoint` and :mod:`fer_core.evaluation` so that listing checkpoints
+and runs and showing saved reports (the dashboard's Home and Metrics pages) do not pay for importing
+PyTorch.
 """
 from __future__ import annotations
 
@@ -78,3 +80,12 @@ def read_metadata(path: str | Path) -> dict:
             out[key] = int(meta[key])
     out["drop_rate"] = float(meta.get("drop_rate", 0.0))
     return out
+
+
+def save_report(report: dict, path: str | Path) -> None:
+    """Write an evaluation report (see :mod:`fer_core.evaluation`) as JSON, atomically."""
+    atomic_write_bytes(path, json.dumps(report, indent=1).encode())
+
+
+def load_report(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -428,7 +428,7 @@ def test_without_pixels_a_cached_set_reads_only_labels_ids_and_splits(folder_dat
 
 
 @pytest.mark.parametrize("layout", ["prefixed", "unprefixed", "csv"])
-def test_count_images_matches_the_loaded_counts_before_and_after_caching(layout, tmp_path):
+def test_summary_matches_the_loaded_data_set_before_and_after_caching(layout, tmp_path):
     if layout == "csv":
         rng = np.random.default_rng(0)
         path = write_fer_csv(tmp_path / "fer2013.csv", [(k, synthetic_face(k, rng), usage) for k in range(7)
@@ -438,10 +438,16 @@ def test_count_images_matches_the_loaded_counts_before_and_after_caching(layout,
         path = make_folder_dataset(tmp_path / layout, per_class={"angry": 9, "disgust": 2, "happy": 12},
                                    test_prefixes=layout == "prefixed")
     cache = tmp_path / "cache"
-    uncached = data_mod.count_images(path, cache_dir=cache, seed=4)   # loads and caches
+    uncached = data_mod.summarize_dataset(path, cache_dir=cache, seed=4)   # loads and caches
     assert list(cache.iterdir())
     (images,) = cache.glob("*/images.npy")
     images.write_bytes(b"no longer an array")   # counting from the cache reads labels only
-    cached = data_mod.count_images(path, cache_dir=cache, seed=4)
-    assert uncached == cached == load_dataset(path, use_cache=False, seed=4).counts()
-    assert sum(n for split in cached.values() for n in split.values()) > 0
+    cached = data_mod.summarize_dataset(path, cache_dir=cache, seed=4)
+    loaded = load_dataset(path, use_cache=False, seed=4)
+    assert uncached == cached == loaded.summary()
+    assert (cached.validation_split, cached.test_splits) == (loaded.validation_split, loaded.test_splits)
+    for split in [*loaded.splits, "test"]:
+        assert cached.num_images(split) == len(loaded.split(split)) > 0
+        assert cached.num_images(split, ["angry", "happy"]) == len(loaded.subset(["angry", "happy"]).split(split))
+    with pytest.raises(DataError, match="unknown split 'Nowhere'"):
+        cached.num_images("Nowhere")
