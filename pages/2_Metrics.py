@@ -11,8 +11,9 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import charts, common
-from fer_core import DataError, evaluate, save_report
 from fer_core.config import TTA_MODES
+from fer_core.data import DataError
+from fer_core.storage import save_report
 
 GALLERY_LIMIT = 48
 
@@ -22,6 +23,8 @@ st.set_page_config(page_title="Metrics · FER Studio", page_icon="📊", layout=
 @st.cache_data(show_spinner="Evaluating the checkpoint…", max_entries=16)
 def evaluated_report(checkpoint: str, mtime: float, data: str, split: str, tta: str) -> dict:
     """A report computed on the data set, cached per checkpoint version, data set, split and TTA."""
+    from fer_core.evaluation import evaluate  # PyTorch: only once a report is computed here
+
     classifier = common.classifier(checkpoint, mtime)
     ds = common.dataset(data, tuple(classifier.class_names))
     report = evaluate(classifier, ds.split(split), split, tta=tta, source=ds.source)
@@ -67,7 +70,7 @@ def show_per_class(report: dict, ckpt: Path, split: str, tta: str) -> None:
     st.plotly_chart(charts.confusion_heatmap(report, normalise=cm_mode == "row-normalised"), key="metrics_confusion")
 
 
-def show_bias(report: dict, ds) -> None:
+def show_bias(report: dict, summary) -> None:
     st.subheader("Confidence of right and wrong answers")
     kind = st.radio("Plot", ["box", "violin"], horizontal=True, key="metrics_conf_kind")
     st.plotly_chart(charts.confidence_distribution(report, kind), key="metrics_confidence")
@@ -86,19 +89,20 @@ def show_bias(report: dict, ds) -> None:
 
     st.subheader("Class frequency against recall")
     frequency_sources = ["evaluated split (support)"]
-    if ds is not None and "Training" in ds.splits:
+    if summary is not None and "Training" in summary.counts:
         frequency_sources.insert(0, "training set")
     freq_source = st.radio("Class frequency", frequency_sources, horizontal=True, key="metrics_freq_source")
     if freq_source == "training set":
-        st.plotly_chart(charts.frequency_vs_recall(report, ds.counts()["Training"], "images in the training set"),
+        training = {c: summary.counts["Training"][c] for c in report["class_names"]}
+        st.plotly_chart(charts.frequency_vs_recall(report, training, "images in the training set"),
                         key="metrics_freq")
     else:
         st.plotly_chart(charts.frequency_vs_recall(report), key="metrics_freq")
     st.caption("Rare classes (FER-2013's disgust has 1.5% of the training images) tend to be recalled less.")
 
 
-def show_gallery(report: dict, ds, data: Path | None, class_names: tuple[str, ...]) -> None:
-    if ds is None:
+def show_gallery(report: dict, summary, data: Path | None, class_names: tuple[str, ...]) -> None:
+    if summary is None:
         st.info("The gallery needs the data set: put FER-2013 in `data/fer2013/` or set `FER2013_PATH`.")
     else:
         g1, g2 = st.columns(2)
@@ -182,17 +186,22 @@ for label, path in common.saved_reports(ckpt).items():
         st.warning(f"Could not read the saved report `{path.name}`: {e}")
 
 data = common.data_path()
-ds = None   # without pixels: splits, labels and ids (the gallery and evaluations load the images)
+summary = None   # splits and counts only (the gallery and evaluations load the images)
 if data is not None:
     try:
-        ds = common.dataset(str(data), class_names, pixels=False)
+        summary = common.data_summary(str(data))
     except DataError as e:
-        st.warning(f"The data set at `{data}` cannot be used with this checkpoint: {e}")
+        st.warning(f"The data set at `{data}` cannot be read: {e}")
+    missing = [c for c in class_names if summary is not None and c not in summary.class_names]
+    if missing:
+        st.warning(f"The data set at `{data}` cannot be used with this checkpoint: it has no "
+                   f"{', '.join(missing)} images (it has {', '.join(summary.class_names)}).")
+        summary = None
 
 split_options = [split for split, _ in saved]
-if ds is not None:   # then the test splits (the last one first), validation, both test splits, training
-    split_options += [*reversed(ds.test_splits), ds.validation_split, *(["test"] if len(ds.test_splits) > 1 else []),
-                      *ds.splits]
+if summary is not None:   # then the test splits (the last one first), validation, both test splits, training
+    split_options += [*reversed(summary.test_splits), summary.validation_split,
+                      *(["test"] if len(summary.test_splits) > 1 else []), *summary.counts]
 split_options = list(dict.fromkeys(split_options))
 if not split_options:
     st.info(f"No saved report for `{ckpt.name}` and FER-2013 was not found, so there is nothing to show. "
@@ -216,8 +225,8 @@ if (split, tta) in saved:
     report = common.report(str(saved_path), saved_path.stat().st_mtime)
     current_label = f"{ckpt_label} · {saved_label}"
     st.caption(f"From the saved report `{saved_path}`.")
-elif ds is not None:
-    n_images = len(ds.split(split))
+elif summary is not None:
+    n_images = summary.num_images(split, class_names)
     if not n_images:
         st.info(f"The split **{split}** of `{data}` has no images of this checkpoint's classes.")
         st.stop()
@@ -255,8 +264,8 @@ st.caption(f"Split {report.get('split', split)}, TTA {report.get('tta', tta)}; m
            f"{head['weighted_f1']:.3f}." + (f" Data: `{report['data']}`." if report.get("data") else ""))
 
 sections = {"Per class": lambda: show_per_class(report, ckpt, split, tta),
-            "Bias and calibration": lambda: show_bias(report, ds),
-            "Misclassified": lambda: show_gallery(report, ds, data, class_names),
+            "Bias and calibration": lambda: show_bias(report, summary),
+            "Misclassified": lambda: show_gallery(report, summary, data, class_names),
             "Compare": lambda: show_comparison(choices, evaluated, data, current_label)}
 for tab, show in zip(st.tabs(list(sections), key="metrics_section", on_change="rerun"), sections.values()):
     if tab.open:   # only the open tab runs: its charts are all the page renders

@@ -12,7 +12,7 @@ import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, make_folder_dataset
+from conftest import ROOT, heavy_libraries_loaded_by, make_folder_dataset
 from dashboard import charts
 from fer_core.checkpoint import FerClassifier
 from fer_core.data import load_dataset
@@ -332,3 +332,32 @@ def test_class_frequency_from_the_training_set_when_the_data_set_is_present(monk
     training = load_dataset(studio["data"]).counts()["Training"]
     assert scatter["data"][0]["x"] == [training[c] for c in studio["reports"]["tiny"]["class_names"]]
     assert scatter["layout"]["xaxis"]["title"]["text"] == "images in the training set"
+
+
+def test_a_data_set_without_the_checkpoints_classes_is_named_and_saved_reports_still_show(monkeypatch, studio,
+                                                                                          tmp_path):
+    two_classes = make_folder_dataset(tmp_path / "two", per_class={"angry": 3, "happy": 3})
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(studio["checkpoints"]))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(studio["runs"]))
+    monkeypatch.setenv("FER2013_PATH", str(two_classes))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at = select_checkpoint(at, "bundled: tiny")
+    warning = next(w.value for w in at.warning if "cannot be used with this checkpoint" in w.value)
+    assert "no disgust, fear, sad, surprise, neutral images" in warning and "it has angry, happy" in warning
+    assert next(s for s in at.selectbox if s.label == "Split").options == ["test"]   # the saved report only
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{studio['reports']['tiny']['accuracy']:.1%}"
+
+
+def test_saved_reports_show_without_importing_pytorch(monkeypatch, studio):
+    """Showing saved reports needs no model: the page's first render does not pay for importing PyTorch."""
+    load_dataset(studio["data"])   # cached, as the data set is after any earlier visit or command
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(studio["checkpoints"]))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(studio["runs"]))
+    monkeypatch.setenv("FER2013_PATH", str(studio["data"]))
+    code = ("from streamlit.testing.v1 import AppTest\n"
+            "at = AppTest.from_file('pages/2_Metrics.py', default_timeout=120).run()\n"
+            "assert not at.exception, at.exception\n"
+            "assert {m.label for m in at.metric} >= {'Accuracy', 'Macro-F1'}, at.metric\n"
+            "assert at.get('plotly_chart'), 'no per-class chart'\n"
+            "assert 'PublicTest' in next(s for s in at.selectbox if s.label == 'Split').options\n")
+    assert heavy_libraries_loaded_by(code, libraries=("torch",)) == []
