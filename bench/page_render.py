@@ -6,7 +6,11 @@ The first visit of each page is cold (models and data sets load into Streamlit's
 is warm. The first page opened also starts the app's background import of timm, scikit-learn and
 grad-cam; `--first grad-cam` measures a user who opens the Grad-CAM page before any other.
 
-    python bench/page_render.py [--first PAGE] [--baseline] [--checkpoints DIR] [--photo PHOTO.jpg]
+    python bench/page_render.py [--first PAGE] [--pause S] [--baseline] [--checkpoints DIR] [--photo PHOTO.jpg]
+
+By default the pages are opened back to back, while the background import may still be running (the
+worst case for the pages after the first); `--pause 8` waits 8 s before each visit, as a user reading
+a page would.
 
 `--baseline` adds the same timing for Streamlit pages with no app logic (a title; a title and one
 Plotly chart): the part of a render that the browser and Streamlit take on this machine.
@@ -60,6 +64,8 @@ def main() -> None:
                    "pasted into a 1280x960 image)")
     p.add_argument("--first", choices=list(PAGES), default="home",
                    help="the page opened first on the fresh server (the others follow in menu order)")
+    p.add_argument("--pause", type=float, default=0.0, help="seconds to wait before each visit (a user reading "
+                   "the previous page); default: none")
     p.add_argument("--screenshots", type=Path, help="save a full-page PNG of each warm page here")
     p.add_argument("--baseline", action="store_true", help="also time Streamlit pages with no app logic, the "
                    "floor that the browser and Streamlit set on this machine")
@@ -82,6 +88,7 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
             for visit in ("cold", "warm"):
                 for name, path in order.items():
+                    time.sleep(args.pause)
                     seconds, page = render_seconds(browser, f"{url}/{path}")
                     rows.append((name, visit, seconds))
                     if name == "predict" and visit == "warm":
