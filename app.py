@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import checkpoint_dir, data_path, data_summary, run_store, warm_up_imports
+from dashboard.common import checkpoint_dir, data_path, data_summary, page_script_running, run_store, start_warm_up
 from fer_core.storage import CheckpointError, read_metadata
 
 
@@ -64,7 +64,8 @@ PAGES = [st.Page("pages/1_Train.py", title="Train", icon=":material/model_traini
          st.Page("pages/4_Predict.py", title="Predict", icon=":material/photo_camera:", url_path="Predict")]
 
 st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
-try:
-    st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES]).run()
-finally:   # after the page's script, whether it finished or stopped: the heavy imports, in the background
-    warm_up_imports()
+with page_script_running():   # the background imports wait for it
+    try:
+        st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES]).run()
+    finally:   # after the page's script, whether it finished or stopped: the heavy imports, in the background
+        start_warm_up()

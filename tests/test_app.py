@@ -1,5 +1,9 @@
 """The home page starts and reports what it finds (Streamlit's AppTest, no browser)."""
 
+import sys
+import threading
+import time
+
 from streamlit.testing.v1 import AppTest
 
 from conftest import HEAVY_LIBRARIES, ROOT, heavy_libraries_loaded_by, make_folder_dataset, needs_fer
@@ -29,7 +33,7 @@ def test_home_renders_counts_checkpoints_and_runs_without_importing_pytorch(monk
     load_dataset(data)   # fills the cache, as any earlier visit or command would
     monkeypatch.setenv("FER2013_PATH", str(data))
     code = ("import dashboard.common\n"
-            "dashboard.common.WARM_UP_DELAY_S = 600   # the background imports would load PyTorch\n"
+            "dashboard.common.WARM_UP_IDLE_S = 600   # the background imports would load PyTorch\n"
             "from streamlit.testing.v1 import AppTest\n"
             "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
             "assert not at.exception, at.exception\n"
@@ -57,13 +61,45 @@ def test_home_train_and_metrics_imports_leave_out_timm_sklearn_and_gradcam():
                                      "import fer_core.config, fer_core.data, fer_core.runs, fer_core.evaluation") == []
 
 
-def test_the_first_page_starts_the_heavy_imports_in_the_background():
-    """After the home page has run, timm, scikit-learn and grad-cam load in a thread for the other pages."""
+def test_the_first_page_starts_the_heavy_imports_and_preloads_in_the_background(monkeypatch, tmp_path):
+    """After the home page has run, a thread imports timm, scikit-learn and grad-cam for the other pages, then
+    loads the first checkpoint and the data set into the pages' caches."""
+    data = make_folder_dataset(tmp_path / "fer", per_class=3)
+    load_dataset(data)   # cached
+    monkeypatch.setenv("FER2013_PATH", str(data))
     code = ("import threading\n"
+            "import dashboard.common as common\n"
             "from streamlit.testing.v1 import AppTest\n"
             "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
             "assert not at.exception, at.exception\n"
             "warm_up = [t for t in threading.enumerate() if t.name == 'fer-studio-warm-up']\n"
             "assert len(warm_up) == 1, warm_up\n"
-            "warm_up[0].join(120)")
+            "warm_up[0].join(120)\n"
+            "assert not warm_up[0].is_alive()\n"
+            "def not_again(*args, **kwargs):\n"
+            "    raise AssertionError('loaded again: the warm-up did not fill the cache')\n"
+            "import fer_core.checkpoint\n"
+            "fer_core.checkpoint.FerClassifier.from_checkpoint = not_again\n"
+            "common.load_dataset = not_again\n"
+            "model = common.load_classifier(next(iter(common.checkpoint_choices().values())))\n"
+            f"assert len(common.dataset({str(data)!r}, tuple(model.class_names)).split('Training')) == 21\n")
     assert heavy_libraries_loaded_by(code, timeout_s=240) == list(HEAVY_LIBRARIES)
+
+
+def test_background_imports_wait_while_a_page_script_runs_and_then_for_a_quiet_spell(tmp_path, monkeypatch):
+    """On two cores an import beside a loading page slows that page: the warm-up waits for the pages."""
+    from dashboard import common
+
+    (tmp_path / "fer_studio_probe_module.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fer_studio_probe_module", raising=False)
+    with common.page_script_running():
+        with common.page_script_running():   # two sessions' scripts
+            thread = threading.Thread(target=common.import_when_idle, args=(("fer_studio_probe_module",), 1.0))
+            thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive() and "fer_studio_probe_module" not in sys.modules   # one script still runs
+    ended = time.monotonic()
+    thread.join(30)
+    assert time.monotonic() - ended >= 1.0   # a quiet second after the last script
+    assert not thread.is_alive() and sys.modules["fer_studio_probe_module"].LOADED
