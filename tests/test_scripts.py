@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from conftest import ROOT
 from fer_core import build_report, save_report
@@ -86,3 +88,37 @@ def test_ablation_trains_one_run_per_variant_and_resumes_nothing_twice(tmp_path,
         {k: v for k, v in configs["ablation-recipe"].items() if k not in ("model", "seed")}
     assert (runs / "ablation-recipe" / "metrics.jsonl").read_text() == rows_before   # finished: not trained again
     assert "| ablation-recipe-resnet18 | resnet18 |" in table
+
+
+def test_average_checkpoints_writes_the_mean_and_refuses_unlike_models(tiny_checkpoint, tmp_path):
+    import torch
+
+    from fer_core.checkpoint import FerClassifier, read_metadata, read_tensors, save_checkpoint
+
+    state, _ = read_tensors(tiny_checkpoint)
+    meta = read_metadata(tiny_checkpoint)
+    with safe_open(str(tiny_checkpoint), "np") as f:
+        raw = f.metadata()   # the stored strings
+    shifted = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+    other = tmp_path / "other.safetensors"   # raw weights shifted by 1, EMA weights shifted by 3
+    save_checkpoint(other, shifted, raw, train_state={f"ema.{k}": v + 3.0 if v.is_floating_point() else v
+                                                     for k, v in state.items()})
+    out = tmp_path / "soup.safetensors"
+    run_script("average_checkpoints.py", out, tiny_checkpoint, other, f"{other}#ema")
+    soup, _ = read_tensors(out)
+    for k, v in state.items():
+        expected = v.float() + 4.0 / 3 if v.is_floating_point() else v   # (0 + 1 + 3) / 3
+        assert torch.allclose(soup[k], expected, atol=1e-5), k
+    soup_meta = read_metadata(out)
+    assert soup_meta["class_names"] == meta["class_names"] and soup_meta["img_size"] == meta["img_size"]
+    assert json.loads(soup_meta["averaged_from"]) == [str(tiny_checkpoint), str(other), f"{other}#ema"]
+    FerClassifier.from_checkpoint(out).predict_proba(np.zeros((2, 48, 48), np.uint8))   # a usable model
+
+    unlike = tmp_path / "unlike.safetensors"
+    save_checkpoint(unlike, state, {**raw, "class_names": json.dumps(meta["class_names"][::-1])})
+    for bad, message in [(unlike, "differs from .* in class_names"),
+                         (f"{tiny_checkpoint}#ema", "keeps no EMA weights")]:
+        failed = subprocess.run([sys.executable, str(SCRIPTS / "average_checkpoints.py"), str(tmp_path / "x.st"),
+                                 str(other), str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert failed.returncode != 0 and re.search(message, failed.stderr), failed.stderr
+        assert not (tmp_path / "x.st").exists()
