@@ -64,8 +64,8 @@ PAGES = [st.Page("pages/1_Train.py", title="Train", icon=":material/model_traini
          st.Page("pages/4_Predict.py", title="Predict", icon=":material/photo_camera:", url_path="Predict")]
 
 st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
-with page_script_running():   # the background imports wait for it
+with page_script_running():   # the background warm-up waits for the pages' scripts
     try:
         st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES]).run()
-    finally:   # after the page's script, whether it finished or stopped: the heavy imports, in the background
+    finally:   # after the first page's script, whether it finished or stopped: imports and preloads, in a thread
         start_warm_up()
