@@ -1,11 +1,12 @@
 """Training runs side by side, as a Markdown table: best validation scores and speed.
 
-    python scripts/compare_runs.py runs/RUN [runs/OTHER ...]
+    python scripts/compare_runs.py runs/RUN [runs/OTHER ...] [--at-epochs 10,20,30]
 
 For each run: model, input size, epochs done, the epoch its best checkpoint holds, validation
 accuracy, macro-F1 and loss there, the lowest validation loss, and the median seconds an epoch
 with the median training images/s (medians, so an epoch slowed by other work or cut short by a
-resume does not skew them).
+resume does not skew them). ``--at-epochs`` adds a table of validation accuracy and macro-F1 at those
+epochs: a run still in progress against a finished one, point for point of the learning curve.
 """
 from __future__ import annotations
 
@@ -44,11 +45,27 @@ def markdown_table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def at_epochs_table(paths: list[str], epochs: list[int]) -> str:
+    """Validation accuracy / macro-F1 of each run at each epoch ("-" where a run has not got there)."""
+    lines = ["| epoch | " + " | ".join(RunStore().get(p).run_id for p in paths) + " |", "|" + "---|" * (len(paths) + 1)]
+    by_epoch = [{r["epoch"]: r for r in RunStore().get(p).metrics()} for p in paths]
+    for epoch in epochs:
+        cells = [f"{rows[epoch]['val_acc']:.4f} / {rows[epoch]['val_macro_f1']:.4f}" if epoch in rows else "-"
+                 for rows in by_epoch]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--at-epochs", type=lambda s: [int(e) for e in s.split(",")], default=None,
+                   help="comma-separated epochs: validation accuracy / macro-F1 of each run there")
     args = p.parse_args()
     print(markdown_table([summarise(r) for r in args.runs]))
+    if args.at_epochs:
+        print()
+        print(at_epochs_table(args.runs, args.at_epochs))
 
 
 if __name__ == "__main__":

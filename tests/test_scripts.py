@@ -43,6 +43,12 @@ def test_compare_runs_reports_the_best_checkpoints_epoch(run_dir):
     assert cells == ["cmp", "resnet18", "64 px", "3/5", "2", "0.6000", "0.5500", "1.2000", "1.1000", "110", "261"]
 
 
+def test_compare_runs_at_epochs_shows_each_runs_scores_there(run_dir):
+    lines = run_script("compare_runs.py", run_dir, "--at-epochs", "1,3,5").strip().splitlines()[-5:]
+    assert lines[0] == "| epoch | cmp |"
+    assert lines[2:] == ["| 1 | 0.3000 / 0.2000 |", "| 3 | 0.5800 / 0.5600 |", "| 5 | - |"]
+
+
 def test_report_tables_prints_headline_per_class_and_confusion(tmp_path):
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
     report = {**build_report(np.array([0, 1, 1, 1]), probs, ["happy", "sad"]), "split": "PrivateTest",
