@@ -191,8 +191,9 @@ def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: i
     Images are resized to ``img_size`` square grey images. Where the source has no validation
     split, a stratified, seeded ``val_fraction`` of the training images becomes one.
 
-    ``pixels=False`` reads only the labels, ids and splits when the data set is cached (its images
-    are then empty, (N, 0, 0)): enough for counts and split lists, in a fraction of the time.
+    ``pixels=False`` reads only the labels, ids and splits when the data set is cached, and returns no
+    images either way (they are empty, (N, 0, 0)): enough for counts and split lists, in a fraction of
+    the time and memory.
     """
     path, key, reader = _source(path, img_size)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -201,7 +202,7 @@ def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: i
         raw = reader()
         if use_cache:
             _cache_write(cache / key, raw)
-    elif not pixels:
+    if not pixels:   # also after a first read, which had to decode them: the caller asked for none
         raw["images"] = np.empty((len(raw["labels"]), 0, 0), np.uint8)
     dataset = _assemble(raw, str(path), val_fraction, seed)
     for w in dataset.warnings:

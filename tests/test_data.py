@@ -427,6 +427,20 @@ def test_without_pixels_a_cached_set_reads_only_labels_ids_and_splits(folder_dat
     assert (light.validation_split, light.test_splits) == (full.validation_split, full.test_splits)
 
 
+def test_without_pixels_a_first_read_returns_no_images_but_caches_them(folder_dataset, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    light = load_dataset(folder_dataset, cache_dir=cache, pixels=False)   # decodes (nothing is cached yet)
+    assert all(sp.images.shape == (len(sp), 0, 0) for sp in light.splits.values())
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded again although the cache is valid")
+
+    monkeypatch.setattr(data_mod, "_decode", no_decode)
+    full = load_dataset(folder_dataset, cache_dir=cache)   # the pixels, from the cache the first read wrote
+    assert full.splits["Training"].images.shape == (len(full.splits["Training"]), 48, 48)
+    assert full.counts() == light.counts()
+
+
 @pytest.mark.parametrize("layout", ["prefixed", "unprefixed", "csv"])
 def test_summary_matches_the_loaded_data_set_before_and_after_caching(layout, tmp_path):
     if layout == "csv":
