@@ -192,7 +192,7 @@ if data is not None:
         summary = common.data_summary(str(data))
     except DataError as e:
         st.warning(f"The data set at `{data}` cannot be read: {e}")
-    missing = [c for c in class_names if summary is not None and c not in summary.class_names]
+    missing = [c for c in class_names if c not in summary.class_names] if summary is not None else []
     if missing:
         st.warning(f"The data set at `{data}` cannot be used with this checkpoint: it has no "
                    f"{', '.join(missing)} images (it has {', '.join(summary.class_names)}).")
