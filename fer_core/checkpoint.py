@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save
 from .storage import (FORMAT, STATE_PREFIX, CheckpointError, atomic_write_bytes, model_metadata,  # noqa: F401
                       read_metadata)
 
+EMA_PREFIX = "ema."   # the EMA weights inside a last checkpoint's training state
 
 
 def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], metadata: dict[str, str],
@@ -44,6 +45,11 @@ def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if ptr:
             seen.add(ptr)
     return out
+
+
+def ema_weights(train_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The EMA model weights kept in a training state (empty when the run had no EMA)."""
+    return {k[len(EMA_PREFIX):]: v for k, v in train_state.items() if k.startswith(EMA_PREFIX)}
 
 
 def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

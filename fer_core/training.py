@@ -28,7 +28,8 @@ from timm.data.random_erasing import RandomErasing
 from timm.utils import ModelEmaV3
 
 from .config import PRESETS, TrainConfig  # noqa: F401 (re-exported)
-from .checkpoint import model_metadata, read_metadata, read_tensors, save_checkpoint, to_model_input
+from .checkpoint import (EMA_PREFIX, ema_weights, model_metadata, read_metadata, read_tensors, save_checkpoint,
+                         to_model_input)
 from .data import FerDataset, FerSplit, load_dataset
 from .models import create_model, default_output_stride, stage_modules
 from .runs import Run, RunStore
@@ -428,8 +429,9 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
         model_state, train_state = read_tensors(run.last_checkpoint)
         model.load_state_dict(model_state)
         _load_optimizer(optimizer, train_state, json.loads(meta["optimizer_groups"]))
-        if ema is not None and any(k.startswith("ema.") for k in train_state):
-            ema.module.load_state_dict({k[4:]: v for k, v in train_state.items() if k.startswith("ema.")})
+        saved_ema = ema_weights(train_state)
+        if ema is not None and saved_ema:
+            ema.module.load_state_dict(saved_ema)
         progress_state = json.loads(meta["progress"])
         guard.load(progress_state.pop("guard"))
         partial = progress_state.pop("partial", None)
@@ -450,7 +452,7 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
         tensors, groups = _optimizer_tensors(optimizer)
         tensors["rng"] = rng.get_state()
         if ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
+            tensors.update({EMA_PREFIX + k: v for k, v in ema.module.state_dict().items()})
         meta = metadata(epoch, None)
         meta["optimizer_groups"] = json.dumps(groups)
         meta["progress"] = json.dumps({**progress_state, "epoch": epoch, "batch": batch, "guard": guard.state(),

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fer_core.checkpoint import (CheckpointError, model_metadata, read_metadata, read_tensors,  # noqa: E402
-                                 save_checkpoint)
+from fer_core.checkpoint import (CheckpointError, ema_weights, model_metadata, read_metadata,  # noqa: E402
+                                 read_tensors, save_checkpoint)
 
 MUST_MATCH = ("arch", "class_names", "img_size", "in_chans", "output_stride", "mean", "std")
 
@@ -34,7 +34,7 @@ def weights_of(spec: str) -> tuple[dict[str, torch.Tensor], dict]:
     meta = read_metadata(path)
     model, train_state = read_tensors(path)
     if part == "ema":
-        model = {k[len("ema."):]: v for k, v in train_state.items() if k.startswith("ema.")}
+        model = ema_weights(train_state)
         if not model:
             raise CheckpointError(f"{path} keeps no EMA weights (only a run's last checkpoint does, with EMA on)")
     return model, meta
