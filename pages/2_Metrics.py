@@ -34,8 +34,9 @@ def evaluated_report(checkpoint: str, mtime: float, data: str, split: str, tta: 
 
 @st.cache_resource(show_spinner=False)
 def image_index(data: str, classes: tuple[str, ...]) -> dict[str, tuple[str, int]]:
-    """Image id -> (split, position) in the data set, to find a report's images."""
-    ds = common.dataset(data, classes, pixels=False)
+    """Image id -> (split, position) in the data set, to find a report's images. From the data set with its
+    pixels, which the gallery shows next (and the dashboard's warm-up may have loaded already)."""
+    ds = common.dataset(data, classes)
     return {image_id: (name, i) for name, sp in ds.splits.items() for i, image_id in enumerate(sp.ids)}
 
 
@@ -120,7 +121,7 @@ def show_gallery(report: dict, summary, data: Path | None, class_names: tuple[st
         else:
             shown = f"the {len(found)} most confident" if n_wrong > len(found) else "all"
             st.write(f"{n_wrong:,} misclassified image(s); showing {shown}, most confident first.")
-            images = common.dataset(str(data), class_names).splits   # the pixels: read now, for the gallery
+            images = common.dataset(str(data), class_names).splits   # the same cached data set as the index
             st.image([images[s].images[i].numpy() for _, (s, i) in found],
                      caption=[f"{w['true']} → {w['predicted']} ({w['confidence']:.0%})" for w, _ in found], width=96)
 

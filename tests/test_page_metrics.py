@@ -150,6 +150,21 @@ def test_gallery_shows_mistakes_filtered_by_true_and_predicted_class(monkeypatch
     assert not at.image and any("No misclassified images" in m.value for m in at.markdown)
 
 
+def test_gallery_reads_the_data_set_once(monkeypatch, studio):
+    """The image index and the pixels come from one cached load (it used to list the data set twice)."""
+    import streamlit as st
+    from dashboard import common
+
+    calls = []
+    real_load = common.load_dataset
+    monkeypatch.setattr(common, "load_dataset",
+                        lambda *a, **k: calls.append(k.get("pixels", True)) or real_load(*a, **k))
+    st.cache_resource.clear()
+    at = open_tab(select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny"), "Misclassified")
+    assert len(at.image) == 1 and at.image[0].captions
+    assert calls == [True]
+
+
 def test_evaluate_now_on_a_split_without_a_saved_report(monkeypatch, studio, tiny_checkpoint):
     at = select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny")
     split = next(s for s in at.selectbox if s.label == "Split")
