@@ -52,6 +52,9 @@ _TRAIN_SKIP = {"data", "preset"}
 _TRAIN_HELP = {
     "classes": "class subset, comma-separated (e.g. angry,disgust,fear,happy)",
     "weights": "local ImageNet-style weights file (safetensors or state dict) to start from",
+    "teacher": "a trained .safetensors checkpoint whose flip-averaged probabilities join the targets "
+               "(knowledge distillation; it must know every trained class)",
+    "distill_weight": "the teacher's share of the targets, 0-1 (default 0.5; with --teacher only)",
 }
 
 

@@ -60,6 +60,8 @@ class TrainConfig:
     amp: bool = True                          # mixed precision on CUDA
     threads: int = 0                          # torch CPU threads (0: default)
     max_train_images: int = 0                 # a seeded random subset of Training (0: all)
+    teacher: str | None = None                # a trained checkpoint to distil from (knowledge distillation)
+    distill_weight: float = 0.5               # the teacher's share of the targets
     preset: str | None = None
 
     def to_dict(self) -> dict:
@@ -90,6 +92,8 @@ class TrainConfig:
             raise ValueError("class_weight_cap must be >= 1")
         if not 0 <= self.clean_epochs <= self.epochs:
             raise ValueError("clean_epochs must lie between 0 and epochs")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError("distill_weight must lie between 0 and 1")
 
 
 # Named recipes; a preset is data, chosen by name (``--preset``). Flags given with it override it.

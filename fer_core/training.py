@@ -28,8 +28,8 @@ from timm.data.random_erasing import RandomErasing
 from timm.utils import ModelEmaV3
 
 from .config import PRESETS, TrainConfig  # noqa: F401 (re-exported)
-from .checkpoint import (EMA_PREFIX, ema_weights, model_metadata, read_metadata, read_tensors, save_checkpoint,
-                         to_model_input)
+from .checkpoint import (EMA_PREFIX, FerClassifier, ema_weights, model_metadata, read_metadata, read_tensors,
+                         save_checkpoint, to_model_input)
 from .data import FerDataset, FerSplit, load_dataset
 from .models import create_model, default_output_stride, stage_modules
 from .runs import Run, RunStore
@@ -116,6 +116,32 @@ def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch
         return -(targets * logp).sum(1).mean()
     wt = targets * weights
     return -(wt * logp).sum() / wt.sum()
+
+
+class Teacher:
+    """A trained checkpoint whose probabilities over the student's classes, averaged over each image
+    and its mirror, become part of the student's targets (knowledge distillation). It sees the
+    student's augmented, mixed batch, so both are taught on the same view."""
+
+    def __init__(self, path: str | Path, class_names, device: torch.device | str = "cpu"):
+        self.classifier = FerClassifier.from_checkpoint(path, device)
+        known = self.classifier.class_names
+        missing = [c for c in class_names if c not in known]
+        if missing:
+            raise ValueError(f"teacher {path} has no class {', '.join(missing)}; it knows {', '.join(known)}")
+        self.index = torch.tensor([known.index(c) for c in class_names], device=device)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, mean: float = GREY_MEAN, std: float = GREY_STD) -> torch.Tensor:
+        """Probabilities (N, student classes) for a batch normalised with ``mean`` and ``std``."""
+        clf = self.classifier
+        x = x.float() * std + mean
+        if x.shape[-1] != clf.img_size:
+            x = F.interpolate(x, size=(clf.img_size, clf.img_size), mode="bilinear", align_corners=False)
+        x = ((x - clf.mean) / clf.std).contiguous(memory_format=torch.channels_last)
+        logits = clf.model(torch.cat([x, x.flip(3)])).float().index_select(1, self.index)
+        probs = torch.softmax(logits, 1)
+        return (probs[:len(x)] + probs[len(x):]) / 2
 
 
 class NonFiniteLossGuard:
@@ -410,6 +436,9 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
     # the last clean_epochs fit the undistorted data (as YOLOX drops mosaic and mixup at the end)
     clean_cfg = dataclasses.replace(cfg, mixup_alpha=0.0, cutmix_alpha=0.0, erase_prob=0.0)
     clean_augment, clean_mixer = BatchAugment(clean_cfg), TargetMixer(clean_cfg, num_classes)
+    teacher = Teacher(cfg.teacher, dataset.class_names, device) if cfg.teacher else None
+    if teacher is not None and d.main:
+        log.info("distilling from %s (%s of the targets)", cfg.teacher, cfg.distill_weight)
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -496,6 +525,8 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
             x = epoch_augment(train_split.images[idx], rng).to(device, non_blocking=True)
             y = train_split.labels[idx].to(device)
             x, soft = epoch_mixer(x, y)
+            if teacher is not None:
+                soft = (1 - cfg.distill_weight) * soft + cfg.distill_weight * teacher(x)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = ddp_model(x)
             loss = soft_target_loss(logits, soft, weights)

@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, copy_fer_subset, make_folder_dataset, needs_fer
 
-from fer_core.checkpoint import FerClassifier, read_metadata, read_tensors
+from fer_core.checkpoint import FerClassifier, read_metadata, read_tensors, to_model_input
 from fer_core.data import FER2013_CLASSES, load_dataset
 from fer_core.models import create_model, stage_modules
 from fer_core.runs import Run, RunError, RunStore
 import fer_core.training as train_mod
 from fer_core.training import (GREY_MEAN, GREY_STD, PRESETS, BatchAugment, NonFiniteLossGuard, TargetMixer, TrainConfig,
-                            TrainingDiverged, apply_unfreezing, class_weights, lr_factor, param_groups,
+                            Teacher, TrainingDiverged, apply_unfreezing, class_weights, lr_factor, param_groups,
                             set_frozen_bn_eval, soft_target_loss, train, unfrozen_stage_count)
 
 EFFNET_STAGES = ["stem", *[f"block{i}" for i in range(7)], "conv_head", "classifier"]
@@ -312,6 +312,7 @@ def test_unknown_config_keys_and_presets_are_rejected():
     (dict(batch_size=15, mixup_alpha=0.0, cutmix_alpha=1.0), "even batch size"),
     (dict(select_metric="loss"), "select_metric"),
     (dict(class_weight_cap=0.5), "class_weight_cap"),
+    (dict(distill_weight=1.5), "distill_weight"),
 ])
 def test_validate_errors(over, message):
     with pytest.raises(ValueError, match=message):
@@ -483,6 +484,43 @@ def test_exploding_learning_rate_raises_training_diverged(tmp_path, synthetic):
     assert status["error"].startswith("TrainingDiverged: training diverged: 3 non-finite losses in a row")
     assert "Lower the learning rate" in status["error"]
     assert "training failed: TrainingDiverged" in (tmp_path / "boom" / "train.log").read_text()
+
+
+def test_teacher_gives_flip_averaged_probabilities_over_the_students_classes(tiny_checkpoint, synthetic):
+    _, ds = synthetic
+    images = ds.splits["Training"].images[:8]
+    teacher = Teacher(tiny_checkpoint, ["happy", "angry"])     # the student's order, not the teacher's
+    probs = teacher(to_model_input(images, 48, GREY_MEAN, GREY_STD))
+
+    restricted = FerClassifier.from_checkpoint(tiny_checkpoint).restricted_to(["happy", "angry"])
+    assert restricted.class_names == ("angry", "happy")
+    expected = (restricted.predict_proba(images) + restricted.predict_proba(images.flip(-1))) / 2
+    assert torch.allclose(probs, torch.from_numpy(expected[:, ::-1].copy()), atol=1e-5)
+    assert torch.allclose(probs.sum(1), torch.ones(8))
+
+
+def test_a_teacher_without_a_trained_class_is_refused(tiny_checkpoint):
+    with pytest.raises(ValueError, match="has no class contempt; it knows angry, disgust"):
+        Teacher(tiny_checkpoint, ["angry", "contempt"])
+
+
+def test_distillation_puts_the_teachers_probabilities_in_the_targets(tmp_path, synthetic, tiny_checkpoint,
+                                                                     monkeypatch):
+    data, ds = synthetic
+    targets, taught = [], []
+    loss = train_mod.soft_target_loss
+    monkeypatch.setattr(train_mod, "soft_target_loss", lambda logits, t, w: targets.append(t) or loss(logits, t, w))
+    call = Teacher.__call__
+    monkeypatch.setattr(Teacher, "__call__", lambda self, x: taught.append(call(self, x)) or taught[-1])
+
+    cfg = _cfg(data, epochs=1, teacher=str(tiny_checkpoint), distill_weight=1.0)
+    run = train(cfg, runs_root=tmp_path / "runs", run_id="kd", dataset=ds, progress=False)
+    assert run.status()["state"] == "finished"
+    assert len(targets) == len(taught) == 5
+    for t, p in zip(targets, taught):
+        assert torch.allclose(t, p)
+    assert read_metadata(run.best_checkpoint)["config"]["teacher"] == str(tiny_checkpoint)
+    assert "distilling from" in run.log_path.read_text()
 
 
 def _stop_after(reads: int):
