@@ -108,10 +108,16 @@ def class_weights(counts: list[int], power: float, cap: float) -> torch.Tensor:
     return w.clamp(1 / cap, cap).float()
 
 
-def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                     sample_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy against soft targets, each class's term scaled by its weight; normalised by the
-    total weight of the targets (as ``F.cross_entropy`` does with ``weight``)."""
+    total weight of the targets (as ``F.cross_entropy`` does with ``weight``). Or, with
+    ``sample_weights`` instead, each sample's term scaled by its own weight."""
     logp = F.log_softmax(logits.float(), dim=1)
+    if sample_weights is not None:
+        if weights is not None:
+            raise ValueError("give class weights or sample weights, not both")
+        return -(sample_weights * (targets * logp).sum(1)).sum() / sample_weights.sum()
     if weights is None:
         return -(targets * logp).sum(1).mean()
     wt = targets * weights
@@ -525,11 +531,15 @@ def _train_loop(cfg: TrainConfig, run: Run, d: _Dist, stop: _StopFlag, dataset: 
             x = epoch_augment(train_split.images[idx], rng).to(device, non_blocking=True)
             y = train_split.labels[idx].to(device)
             x, soft = epoch_mixer(x, y)
+            class_w, sample_w = weights, None
             if teacher is not None:
-                soft = (1 - cfg.distill_weight) * soft + cfg.distill_weight * teacher(x)
+                # the class weights follow the labels: weighting the teacher's probabilities class by class
+                # would pull every face towards the rare classes
+                sample_w = (soft * weights).sum(1) if weights is not None else None
+                soft, class_w = (1 - cfg.distill_weight) * soft + cfg.distill_weight * teacher(x), None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = ddp_model(x)
-            loss = soft_target_loss(logits, soft, weights)
+            loss = soft_target_loss(logits, soft, class_w, sample_w)
             if not guard.ok(not d.any(not torch.isfinite(loss).item()), f"at epoch {epoch + 1} batch {b + 1}"):
                 optimizer.zero_grad(set_to_none=True)
             else:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from conftest import ROOT, copy_fer_subset, make_folder_dataset, needs_fer
 
 from fer_core.checkpoint import FerClassifier, read_metadata, read_tensors, to_model_input
-from fer_core.data import FER2013_CLASSES, load_dataset
+from fer_core.data import FER2013_CLASSES, FerSplit, load_dataset
 from fer_core.models import create_model, stage_modules
 from fer_core.runs import Run, RunError, RunStore
 import fer_core.training as train_mod
@@ -77,6 +77,23 @@ def test_soft_target_loss_matches_cross_entropy_for_one_hot_targets(weighted):
     if not weighted:
         torch.testing.assert_close(soft_target_loss(logits, soft, None),
                                    F.cross_entropy(logits, y, label_smoothing=0.1))
+
+
+def test_soft_target_loss_with_sample_weights_scales_each_sample():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(6, 4, generator=g)
+    targets = torch.softmax(torch.randn(6, 4, generator=g), 1)        # a teacher's, say
+    sample_w = torch.tensor([1.0, 3.0, 0.5, 1.0, 2.0, 1.0])
+    per_sample = -(targets * F.log_softmax(logits, 1)).sum(1)
+    torch.testing.assert_close(soft_target_loss(logits, targets, None, sample_w),
+                               (sample_w * per_sample).sum() / sample_w.sum())
+    # for one-hot targets, each label's class weight as its sample weight is the class-weighted loss
+    y = torch.tensor([0, 1, 2, 3, 1, 0])
+    class_w = torch.tensor([0.5, 3.0, 1.0, 2.0])
+    torch.testing.assert_close(soft_target_loss(logits, F.one_hot(y, 4).float(), None, class_w[y]),
+                               F.cross_entropy(logits, y, weight=class_w))
+    with pytest.raises(ValueError, match="not both"):
+        soft_target_loss(logits, targets, class_w, sample_w)
 
 
 def test_soft_target_loss_of_half_precision_logits_is_float32():
@@ -509,16 +526,27 @@ def test_distillation_puts_the_teachers_probabilities_in_the_targets(tmp_path, s
     data, ds = synthetic
     targets, taught = [], []
     loss = train_mod.soft_target_loss
-    monkeypatch.setattr(train_mod, "soft_target_loss", lambda logits, t, w: targets.append(t) or loss(logits, t, w))
+    monkeypatch.setattr(train_mod, "soft_target_loss",
+                        lambda logits, t, w, sw: targets.append((t, w, sw)) or loss(logits, t, w, sw))
     call = Teacher.__call__
     monkeypatch.setattr(Teacher, "__call__", lambda self, x: taught.append(call(self, x)) or taught[-1])
 
-    cfg = _cfg(data, epochs=1, teacher=str(tiny_checkpoint), distill_weight=1.0)
+    ds = ds.subset(["angry", "disgust", "happy"])       # the teacher knows more classes than the student
+    kept = torch.cat([torch.nonzero(ds.splits["Training"].labels == c).flatten()[n:] for c, n in ((0, 0), (1, 8),
+                                                                                                  (2, 0))])
+    train_split = ds.splits["Training"]
+    ds.splits["Training"] = FerSplit(train_split.images[kept], train_split.labels[kept],
+                                     [train_split.ids[i] for i in kept.tolist()])   # 12, 4 and 12: disgust rare
+    cfg = _cfg(data, epochs=1, batch_size=14, teacher=str(tiny_checkpoint), distill_weight=1.0,
+               class_weight_power=1.0, mixup_alpha=0.0, label_smoothing=0.0)
     run = train(cfg, runs_root=tmp_path / "runs", run_id="kd", dataset=ds, progress=False)
     assert run.status()["state"] == "finished"
-    assert len(targets) == len(taught) == 5
-    for t, p in zip(targets, taught):
-        assert torch.allclose(t, p)
+    assert len(targets) == len(taught) == 2
+    for (t, class_w, sample_w), p in zip(targets, taught):
+        assert torch.allclose(t, p) and t.shape[1] == 3
+        assert class_w is None                  # the class weights follow the labels, as sample weights:
+        assert set(sample_w.tolist()) <= set(class_weights([12, 4, 12], 1.0, cfg.class_weight_cap).tolist())
+    assert any(len(set(sw.tolist())) > 1 for _, _, sw in targets)
     assert read_metadata(run.best_checkpoint)["config"]["teacher"] == str(tiny_checkpoint)
     assert "distilling from" in run.log_path.read_text()
 
