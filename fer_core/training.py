@@ -28,8 +28,8 @@ from timm.data.random_erasing import RandomErasing
 from timm.utils import ModelEmaV3
 
 from .config import PRESETS, TrainConfig  # noqa: F401 (re-exported)
-from .checkpoint import (EMA_PREFIX, FerClassifier, ema_weights, model_metadata, read_metadata, read_tensors,
-                         save_checkpoint, to_model_input)
+from .checkpoint import (EMA_PREFIX, CheckpointError, FerClassifier, ema_weights, model_metadata, read_metadata,
+                         read_tensors, save_checkpoint, to_model_input)
 from .data import FerDataset, FerSplit, load_dataset
 from .models import create_model, default_output_stride, stage_modules
 from .runs import Run, RunStore
@@ -130,12 +130,12 @@ class Teacher:
     student's augmented, mixed batch, so both are taught on the same view."""
 
     def __init__(self, path: str | Path, class_names, device: torch.device | str = "cpu"):
-        self.classifier = FerClassifier.from_checkpoint(path, device)
-        known = self.classifier.class_names
-        missing = [c for c in class_names if c not in known]
-        if missing:
-            raise ValueError(f"teacher {path} has no class {', '.join(missing)}; it knows {', '.join(known)}")
-        self.index = torch.tensor([known.index(c) for c in class_names], device=device)
+        try:
+            self.classifier = FerClassifier.from_checkpoint(path, device).restricted_to(class_names)
+        except CheckpointError as e:
+            raise CheckpointError(f"teacher {path}: {e}") from None
+        # restricted_to keeps the teacher's class order; the targets need the student's
+        self.index = torch.tensor([self.classifier.class_names.index(c) for c in class_names], device=device)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, mean: float = GREY_MEAN, std: float = GREY_STD) -> torch.Tensor:
