@@ -128,3 +128,52 @@ def test_average_checkpoints_writes_the_mean_and_refuses_unlike_models(tiny_chec
                                  str(other), str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert failed.returncode != 0 and re.search(message, failed.stderr), failed.stderr
         assert not (tmp_path / "x.st").exists()
+
+
+def _headroom_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ensemble_headroom", SCRIPTS / "ensemble_headroom.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ensemble_headroom_finds_the_pair_that_corrects_each_other(tmp_path):
+    # 3 classes, 8 faces: model a is sure and right on the first half, unsure and wrong on the second;
+    # model b the other way round. Alone each scores 50%; their mean log-probability is right on all.
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    sure = lambda c: np.eye(3)[c] * 0.88 + 0.04            # noqa: E731
+    unsure_wrong = lambda c: np.eye(3)[(c + 1) % 3] * 0.15 + np.eye(3)[c] * 0.10 + 0.25   # noqa: E731
+    a = np.array([sure(c) if i < 4 else unsure_wrong(c) for i, c in enumerate(y)])
+    b = np.array([unsure_wrong(c) if i < 4 else sure(c) for i, c in enumerate(y)])
+    names = ["angry", "fear", "happy"]
+    for name, probs in (("a", a), ("b", b)):
+        save_report({**build_report(y, probs, names), "split": "PublicTest", "tta": "none"},
+                    tmp_path / f"{name}.PublicTest.json")
+    text = run_script("ensemble_headroom.py", tmp_path / "a.PublicTest.json", f"bee={tmp_path / 'b.PublicTest.json'}")
+    assert "| a | 50.00% |" in text and "| bee | 50.00% |" in text
+    assert "| best of 2: a + bee | 100.00% | 1.0000 |" in text
+    assert "headroom over the best single model: +0." in text
+
+    # a report on other images is refused with the reason
+    save_report({**build_report(y[:6], a[:6], names), "split": "PublicTest", "tta": "none"}, tmp_path / "c.json")
+    failed = subprocess.run([sys.executable, str(SCRIPTS / "ensemble_headroom.py"), str(tmp_path / "a.PublicTest.json"),
+                             str(tmp_path / "c.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2 and "differs from" in failed.stderr and "ids" in failed.stderr
+
+
+def test_ensemble_headroom_bias_cv_recovers_a_shifted_threshold_and_finds_none_where_there_is_none():
+    headroom = _headroom_module()
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 600)
+    logits = rng.normal(0, 1, (600, 3))
+    logits[np.arange(600), y] += 2.0
+    grid = np.round(np.arange(-1.5, 1.51, 0.1), 2)
+    fair = headroom.bias_cv(logits, y, 1, grid, repeats=5)
+    assert abs(fair["gain"]) < 0.02 and abs(fair["median_bias"]) <= 0.5
+    shifted = logits.copy()
+    shifted[:, 1] -= 1.2            # class 1 is under-predicted
+    moved = headroom.bias_cv(shifted, y, 1, grid, repeats=5)
+    assert moved["gain"] > 0.05 and 0.7 <= moved["median_bias"] <= 1.5
+    assert moved["f1"] < fair["f1"] and moved["best_f1_in_sample"] > moved["f1"]
