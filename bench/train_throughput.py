@@ -26,9 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from fer_core.data import load_dataset  # noqa: E402
-from fer_core.models import MODEL_NAMES, create_model  # noqa: E402
-from fer_core.training import (PRESETS, BatchAugment, NonFiniteLossGuard, TargetMixer, TrainConfig,  # noqa: E402
-                            class_weights, lr_factor, param_groups, soft_target_loss)
+from fer_core.config import MODEL_NAMES, PRESETS, TrainConfig  # noqa: E402
+from fer_core.models import create_model  # noqa: E402
+from fer_core.training import (BatchAugment, NonFiniteLossGuard, TargetMixer, class_weights, lr_factor,  # noqa: E402
+                               param_groups, soft_target_loss)
 
 LIMIT = 0.10  # the pipeline may cost at most 10% over the model step
 

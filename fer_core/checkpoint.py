@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-# the torch-free half of the format lives in storage; its names stay importable from here
-from .storage import (FORMAT, STATE_PREFIX, CheckpointError, atomic_write_bytes, model_metadata,  # noqa: F401
-                      read_metadata)
+from .storage import STATE_PREFIX, CheckpointError, atomic_write_bytes, read_metadata
 
 EMA_PREFIX = "ema."   # the EMA weights inside a last checkpoint's training state
 

@@ -81,7 +81,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args) -> int:
     from .data import parse_class_list
-    from .training import TrainConfig, train
+    from .config import TrainConfig
+    from .training import train
 
     overrides = {}
     for f in dataclasses.fields(TrainConfig):
@@ -126,7 +127,8 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .checkpoint import FerClassifier
     from .data import load_dataset, parse_class_list
-    from .evaluation import evaluate, save_report, summary_line
+    from .evaluation import evaluate, summary_line
+    from .storage import save_report
 
     ckpt = _checkpoint(args.checkpoint)
     classifier = FerClassifier.from_checkpoint(ckpt)
@@ -200,7 +202,8 @@ def cmd_explain(args) -> int:
 # --- export --------------------------------------------------------------------------------
 
 def cmd_export(args) -> int:
-    from .checkpoint import read_metadata, read_tensors, save_checkpoint
+    from .checkpoint import read_tensors, save_checkpoint
+    from .storage import read_metadata
 
     meta = read_metadata(args.checkpoint)
     model_state, _ = read_tensors(args.checkpoint)

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 MODEL_NAMES = ("efficientnet_b0", "resnet18", "resnet50")
 TTA_MODES = ("none", "flip", "flip+crops")                    # evaluation.tta_views
+# Grey-level normalisation of every model trained here: the mean of ImageNet's RGB statistics, which is what a
+# pretrained RGB stem summed to one channel expects. Checkpoints store their own (``mean``/``std``).
+GREY_MEAN, GREY_STD = 0.449, 0.226
+# ``TrainConfig.select_metric`` -> the metrics-row key it selects the best epoch by (``runs.best_row`` reads the flag)
+SELECT_KEYS = {"accuracy": "val_acc", "macro_f1": "val_macro_f1"}
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "eigencam", "xgradcam", "layercam", "hirescam")   # explanation.CAM_METHODS
 
 
@@ -86,7 +91,7 @@ class TrainConfig:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.batch_size % 2:
             raise ValueError("mixup/cutmix need an even batch size")
-        if self.select_metric not in ("accuracy", "macro_f1"):
+        if self.select_metric not in SELECT_KEYS:
             raise ValueError("select_metric must be accuracy or macro_f1")
         if self.class_weight_cap < 1:
             raise ValueError("class_weight_cap must be >= 1")

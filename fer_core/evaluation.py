@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from .checkpoint import FerClassifier
 from .config import TTA_MODES
 from .data import FerSplit
-from .storage import load_report, save_report  # noqa: F401  (reports are files: saved and read without PyTorch)
 
 
 def tta_views(x: torch.Tensor, mode: str, shift: int = 2) -> list[torch.Tensor]:

@@ -1,10 +1,13 @@
 """The run store: one folder a training run, plain files any view can read.
 
 ``runs/<run_id>/``: ``config.json``, ``metrics.jsonl`` (one line an epoch), ``status.json``
-(state, pid, progress, error), ``train.log``, ``last.safetensors`` and ``best.safetensors``.
+(state, pid, progress, error, best epoch), ``data.json`` (the training data: classes, counts, class
+weights), ``train.log``, ``last.safetensors`` and ``best.safetensors``, and ``train.lock``, held by the
+one process training the run.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -12,13 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .storage import atomic_write_bytes
+from .storage import atomic_write_bytes, json_bytes, temporaries_of
 
 STATES = ("queued", "running", "finished", "failed", "stopped")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class RunError(ValueError):
@@ -27,7 +32,7 @@ class RunError(ValueError):
 
 def check_run_id(run_id: str) -> str:
     """A run id is one path component of letters, digits, '.', '_' and '-' (no '..')."""
-    if not _RUN_ID.match(run_id) or ".." in run_id:
+    if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
         raise RunError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 100)")
     return run_id
 
@@ -47,6 +52,12 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
+def best_row(rows: list[dict]) -> dict | None:
+    """The metrics row of the epoch whose weights ``best.safetensors`` holds: the last row training flagged
+    ``best`` (chosen by the run's ``select_metric``). The one rule for "best": every view reads it here."""
+    return next((r for r in reversed(rows) if r.get("best")), None)
+
+
 @dataclass
 class Run:
     path: Path
@@ -61,12 +72,70 @@ class Run:
     log_path = property(lambda self: self.path / "train.log")
     last_checkpoint = property(lambda self: self.path / "last.safetensors")
     best_checkpoint = property(lambda self: self.path / "best.safetensors")
+    data_path = property(lambda self: self.path / "data.json")
+    lock_path = property(lambda self: self.path / "train.lock")
 
     def read_config(self) -> dict:
         return json.loads(self.config_path.read_text())
 
     def write_json(self, path: Path, data: dict) -> None:
-        atomic_write_bytes(path, json.dumps(data, indent=2).encode())
+        atomic_write_bytes(path, json_bytes(data, indent=2))
+
+    def data_info(self) -> dict | None:
+        """What training wrote of its data (``data.json``): class names, training counts and class weights
+        (``None`` when the run used none); ``None`` before training has read the data set."""
+        try:
+            return json.loads(self.data_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Own this run folder for the duration: an OS lock on ``train.lock`` (released when the process
+        exits, however it exits, SIGKILL included). A second process gets a ``RunError`` naming the holder."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(f"run {self.run_id} is already being trained by process "
+                               f"{self._lock_pid(fd) or '(unknown)'}; stop it first") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)   # releases the lock
+
+    def locked_by(self) -> int | None:
+        """The process id holding the run's lock (a live training process), or None."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return self._lock_pid(fd) or -1
+            return None
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _lock_pid(fd: int) -> int | None:
+        try:
+            return int(os.pread(fd, 32, 0).decode().strip())
+        except (OSError, ValueError):
+            return None
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files a killed training process left beside its outputs (call with the lock
+        held: no live writer of these files remains)."""
+        stale = [t for f in (self.last_checkpoint, self.best_checkpoint, self.metrics_path, self.data_path)
+                 for t in temporaries_of(f)]
+        for t in stale:
+            t.unlink(missing_ok=True)
+        return stale
 
     def status(self) -> dict:
         """The status record; a 'running' run whose process is gone reads as 'stopped'."""
@@ -75,7 +144,8 @@ class Run:
         except (OSError, ValueError):
             return {"state": "queued"}
         if status.get("state") in ("running", "queued") and status.get("pid") \
-                and status.get("host") == os.uname().nodename and not _pid_alive(status.get("pid")):
+                and status.get("host") == os.uname().nodename and not _pid_alive(status.get("pid")) \
+                and self.locked_by() is None:
             status = {**status, "state": "stopped", "error": "the training process ended without "
                       "saying so (killed?); resume it from its last checkpoint" + self._process_log_tail()}
         return status
@@ -99,8 +169,8 @@ class Run:
         return status
 
     def best_metrics(self) -> dict | None:
-        """The metrics row of the epoch the best checkpoint holds (None before one is saved)."""
-        return next((r for r in reversed(self.metrics()) if r.get("best")), None)
+        """The metrics row of the epoch the best checkpoint holds (None before one is saved): :func:`best_row`."""
+        return best_row(self.metrics())
 
     def metrics(self) -> list[dict]:
         if not self.metrics_path.exists():
@@ -122,6 +192,9 @@ class Run:
     def start(self) -> int:
         """Train this run in a detached background process (``python -m fer_core train --resume``),
         so it outlives the caller (a dashboard page, a closed tab). Returns the process id."""
+        holder = self.locked_by()
+        if holder:
+            raise RunError(f"run {self.run_id} is already being trained by process {holder}")
         status = self.status()  # 'queued' with a pid: launched, still starting (a dead one reads 'stopped')
         if status["state"] == "running" or (status["state"] == "queued" and status.get("pid")):
             raise RunError(f"run {self.run_id} is already running")

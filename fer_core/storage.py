@@ -7,29 +7,42 @@ PyTorch.
 """
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from safetensors import safe_open
 
 FORMAT = "fer-studio/1"
 STATE_PREFIX = "train_state."
+TEMP_SUFFIX = ".tmp"   # atomic_write's temporary files: <name>.<random>.tmp beside the target
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable FER Studio checkpoint."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` holds either the old or the new content, never a torn file."""
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on a clean exit it is flushed, fsynced and renamed
+    over ``path``. On any error (a full disk, a kill signal turned exception) the temporary file is removed
+    and ``path`` keeps its old content: a reader sees the old file or the new one, never a torn one.
+
+    Every file written for a user goes through here (reports, CSVs, images, checkpoints)."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_write opens files for writing, not with mode {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TEMP_SUFFIX)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -37,11 +50,44 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_folder(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` holds either the old or the new content, never a torn file."""
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (the new name survives a power cut)."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def temporaries_of(path: str | Path) -> list[Path]:
+    """The temporary files :func:`atomic_write` left beside ``path`` (a writer killed mid-write)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{glob.escape(path.name)}.*{TEMP_SUFFIX}"))
+
+
+def json_bytes(data, indent: int | None = 1) -> bytes:
+    """Standard JSON (RFC 8259): non-finite floats become ``null`` instead of the ``NaN`` that
+    ``json.dumps`` writes and most JSON readers refuse."""
+    return json.dumps(_finite(data), indent=indent, allow_nan=False).encode()
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def model_metadata(arch: str, class_names, img_size: int, mean: float, std: float, output_stride: int,
@@ -84,7 +130,7 @@ def read_metadata(path: str | Path) -> dict:
 
 def save_report(report: dict, path: str | Path) -> None:
     """Write an evaluation report (see :mod:`fer_core.evaluation`) as JSON, atomically."""
-    atomic_write_bytes(path, json.dumps(report, indent=1).encode())
+    atomic_write_bytes(path, json_bytes(report))
 
 
 def load_report(path: str | Path) -> dict:

@@ -28,17 +28,15 @@ from timm.data.random_erasing import RandomErasing
 from timm.utils import ModelEmaV3
 
 from .config import PRESETS, TrainConfig  # noqa: F401 (re-exported)
-from .checkpoint import (EMA_PREFIX, CheckpointError, FerClassifier, ema_weights, model_metadata, read_metadata,
-                         read_tensors, save_checkpoint, to_model_input)
+from .checkpoint import EMA_PREFIX, FerClassifier, ema_weights, read_tensors, save_checkpoint, to_model_input
+from .config import GREY_MEAN, GREY_STD
+from .storage import CheckpointError, model_metadata, read_metadata
 from .data import FerDataset, FerSplit, load_dataset
 from .models import create_model, default_output_stride, stage_modules
 from .runs import Run, RunStore
 
 log = logging.getLogger("fer_core.training")
 
-# Grey-level normalisation: the mean of ImageNet's RGB statistics, which is what a pretrained RGB
-# stem summed to one channel expects.
-GREY_MEAN, GREY_STD = 0.449, 0.226
 
 
 class TrainingDiverged(RuntimeError):

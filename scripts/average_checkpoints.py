@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fer_core.checkpoint import (CheckpointError, ema_weights, model_metadata, read_metadata,  # noqa: E402
-                                 read_tensors, save_checkpoint)
+from fer_core.checkpoint import ema_weights, read_tensors, save_checkpoint  # noqa: E402
+from fer_core.storage import CheckpointError, model_metadata, read_metadata  # noqa: E402
 
 MUST_MATCH = ("arch", "class_names", "img_size", "in_chans", "output_stride", "mean", "std")
 

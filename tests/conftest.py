@@ -99,7 +99,8 @@ def write_fer_csv(path: Path, rows: list[tuple[int, np.ndarray, str]]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint from one short training run on synthetic data (works without FER-2013)."""
-    from fer_core.training import TrainConfig, train
+    from fer_core.config import TrainConfig
+    from fer_core.training import train
 
     base = tmp_path_factory.mktemp("tiny-ckpt")
     data = make_folder_dataset(base / "data", per_class=24)

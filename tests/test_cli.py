@@ -90,7 +90,8 @@ def assert_one_line_error(result, *fragments: str) -> str:
 
 def _subset_checkpoint(base: Path) -> Path:
     """A tiny checkpoint trained on two classes only (a few seconds)."""
-    from fer_core.training import TrainConfig, train
+    from fer_core.config import TrainConfig
+    from fer_core.training import train
 
     data = make_folder_dataset(base / "data", per_class={"happy": 16, "sad": 16, "angry": 4})
     cfg = TrainConfig(data=str(data), classes=["happy", "sad"], epochs=1, batch_size=16, img_size=48,

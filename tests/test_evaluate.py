@@ -9,8 +9,9 @@ import torch
 
 from fer_core.checkpoint import FerClassifier
 from fer_core.data import load_dataset
-from fer_core.evaluation import (build_report, calibration, evaluate, load_report, predict_split,
-                               report_probabilities, save_report, summary_line, tta_views)
+from fer_core.evaluation import (build_report, calibration, evaluate, predict_split, report_probabilities,
+                                 summary_line, tta_views)
+from fer_core.storage import load_report, save_report
 
 NAMES = ("a", "b", "c")
 # true label, probabilities -> predicted, confidence, right?

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from conftest import synthetic_face
-from fer_core.checkpoint import FerClassifier, model_metadata, read_metadata, save_checkpoint
+from fer_core.checkpoint import FerClassifier, save_checkpoint
+from fer_core.config import GREY_MEAN, GREY_STD
 from fer_core.data import FER2013_CLASSES
 from fer_core.explanation import Explanation, explain, explanation_figure
 from fer_core.models import create_model
-from fer_core.training import GREY_MEAN, GREY_STD
+from fer_core.storage import model_metadata, read_metadata
 
 METHODS = ("gradcam", "gradcam++", "eigencam")
 

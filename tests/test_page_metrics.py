@@ -16,7 +16,8 @@ from conftest import ROOT, heavy_libraries_loaded_by, make_folder_dataset
 from dashboard import charts
 from fer_core.checkpoint import FerClassifier
 from fer_core.data import load_dataset
-from fer_core.evaluation import build_report, evaluate, save_report
+from fer_core.evaluation import build_report, evaluate
+from fer_core.storage import save_report
 
 PAGE = str(ROOT / "pages" / "2_Metrics.py")
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, make_folder_dataset
 from fer_core import read_metadata
 from fer_core.runs import Run
-from fer_core.training import PRESETS
+from fer_core.config import PRESETS
 
 PAGE = str(ROOT / "pages" / "1_Train.py")
 WAIT_S = 90  # a tiny run takes ~10 s alone (mostly importing torch); this machine may be busy

@@ -99,7 +99,8 @@ def test_ablation_trains_one_run_per_variant_and_resumes_nothing_twice(tmp_path,
 def test_average_checkpoints_writes_the_mean_and_refuses_unlike_models(tiny_checkpoint, tmp_path):
     import torch
 
-    from fer_core.checkpoint import FerClassifier, read_metadata, read_tensors, save_checkpoint
+    from fer_core.checkpoint import FerClassifier, read_tensors, save_checkpoint
+    from fer_core.storage import read_metadata
 
     state, _ = read_tensors(tiny_checkpoint)
     meta = read_metadata(tiny_checkpoint)

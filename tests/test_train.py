@@ -19,14 +19,16 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, copy_fer_subset, make_folder_dataset, needs_fer
 
-from fer_core.checkpoint import FerClassifier, read_metadata, read_tensors, to_model_input
+from fer_core.checkpoint import FerClassifier, read_tensors, to_model_input
+from fer_core.config import GREY_MEAN, GREY_STD, PRESETS, TrainConfig
 from fer_core.data import FER2013_CLASSES, FerSplit, load_dataset
 from fer_core.models import create_model, stage_modules
 from fer_core.runs import Run, RunError, RunStore
 import fer_core.training as train_mod
-from fer_core.training import (GREY_MEAN, GREY_STD, PRESETS, BatchAugment, NonFiniteLossGuard, TargetMixer, TrainConfig,
-                            Teacher, TrainingDiverged, apply_unfreezing, class_weights, lr_factor, param_groups,
-                            set_frozen_bn_eval, soft_target_loss, train, unfrozen_stage_count)
+from fer_core.storage import read_metadata
+from fer_core.training import (BatchAugment, NonFiniteLossGuard, TargetMixer, Teacher, TrainingDiverged,
+                               apply_unfreezing, class_weights, lr_factor, param_groups, set_frozen_bn_eval,
+                               soft_target_loss, train, unfrozen_stage_count)
 
 EFFNET_STAGES = ["stem", *[f"block{i}" for i in range(7)], "conv_head", "classifier"]
 
