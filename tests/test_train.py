@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
+from timm.data.random_erasing import RandomErasing
+
 from conftest import ROOT, copy_fer_subset, make_folder_dataset, needs_fer
 
 from fer_core.checkpoint import FerClassifier, read_tensors, to_model_input
@@ -24,7 +27,8 @@ from fer_core.config import GREY_MEAN, GREY_STD, PRESETS, TrainConfig
 from fer_core.data import FER2013_CLASSES, FerSplit, load_dataset
 from fer_core.models import create_model, stage_modules
 from fer_core.runs import Run, RunError, RunStore
-import fer_core.training as train_mod
+import fer_core.training.loop as loop_mod
+import fer_core.training.setup as setup_mod
 from fer_core.storage import read_metadata
 from fer_core.training import (BatchAugment, NonFiniteLossGuard, TargetMixer, Teacher, TrainingDiverged,
                                apply_unfreezing, class_weights, lr_factor, param_groups, set_frozen_bn_eval,
@@ -469,14 +473,14 @@ def test_a_run_writes_config_metrics_status_and_checkpoints(tmp_path, synthetic)
 def test_head_only_epoch_leaves_the_backbone_untouched(tmp_path, synthetic, monkeypatch):
     data, ds = synthetic
     initial = {}
-    real_create = train_mod.create_model
+    real_create = setup_mod.create_model
 
     def recording_create(*args, **kwargs):
         model = real_create(*args, **kwargs)
         initial.update(copy.deepcopy(model.state_dict()))
         return model
 
-    monkeypatch.setattr(train_mod, "create_model", recording_create)
+    monkeypatch.setattr(setup_mod, "create_model", recording_create)
     cfg = _cfg(data, unfreeze_head_epochs=1, unfreeze_every=1, backbone_lr=1e-3, layer_decay=0.5)
     run = train(cfg, runs_root=tmp_path, run_id="head", dataset=ds, progress=False)
     rows = run.metrics()
@@ -527,8 +531,8 @@ def test_distillation_puts_the_teachers_probabilities_in_the_targets(tmp_path, s
                                                                      monkeypatch):
     data, ds = synthetic
     targets, taught = [], []
-    loss = train_mod.soft_target_loss
-    monkeypatch.setattr(train_mod, "soft_target_loss",
+    loss = loop_mod.soft_target_loss
+    monkeypatch.setattr(loop_mod, "soft_target_loss",
                         lambda logits, t, w, sw: targets.append((t, w, sw)) or loss(logits, t, w, sw))
     call = Teacher.__call__
     monkeypatch.setattr(Teacher, "__call__", lambda self, x: taught.append(call(self, x)) or taught[-1])
@@ -556,7 +560,7 @@ def test_distillation_puts_the_teachers_probabilities_in_the_targets(tmp_path, s
 def _stop_after(reads: int):
     """A stop flag that reads as set from the ``reads``-th check on (the loop checks once a batch)."""
 
-    class StopAfter(train_mod._StopFlag):
+    class StopAfter(loop_mod.StopFlag):
         def __init__(self):
             self.reads = 0
             super().__init__()
@@ -579,7 +583,7 @@ def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, synth
     cfg = _cfg(data, drop_rate=0.0, mixup_alpha=0.0, ema_decay=0.9, warmup_epochs=0.5)
     straight = train(cfg, runs_root=tmp_path, run_id="straight", dataset=ds, progress=False)
 
-    monkeypatch.setattr(train_mod, "_StopFlag", _stop_after(7))  # epoch 2, batch 2 of 5
+    monkeypatch.setattr(loop_mod, "StopFlag", _stop_after(7))  # epoch 2, batch 2 of 5
     run = train(cfg, runs_root=tmp_path, run_id="resumed", dataset=ds, progress=False)
     assert run.status()["state"] == "stopped"
     assert run.last_checkpoint.exists()
@@ -628,16 +632,16 @@ def test_clean_epochs_drop_mixup_and_erasing_at_the_end_and_can_be_set_on_resume
                                                                                    monkeypatch):
     data, ds = synthetic
     mixups, erasings = [0], [0]
-    _count_calls(monkeypatch, train_mod.Mixup, mixups)
-    _count_calls(monkeypatch, train_mod.RandomErasing, erasings)
-    real_validate = train_mod.validate
+    _count_calls(monkeypatch, Mixup, mixups)
+    _count_calls(monkeypatch, RandomErasing, erasings)
+    real_validate = loop_mod.validate
 
     def next_epoch(*args, **kwargs):  # validation closes an epoch: start new counters
         mixups.append(0)
         erasings.append(0)
         return real_validate(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "validate", next_epoch)
+    monkeypatch.setattr(loop_mod, "validate", next_epoch)
     cfg = _cfg(data, epochs=3, clean_epochs=1, mixup_alpha=0.4, erase_prob=0.5)
     run = train(cfg, runs_root=tmp_path, run_id="clean", dataset=ds, progress=False)
     assert [r["clean"] for r in run.metrics()] == [False, False, True]
@@ -660,7 +664,7 @@ def test_early_stop_and_best_by_macro_f1(tmp_path, synthetic, monkeypatch):
         acc, f1 = next(scores)
         return {"val_loss": 1.0, "val_acc": acc, "val_macro_f1": f1}
 
-    monkeypatch.setattr(train_mod, "validate", scripted_validate)
+    monkeypatch.setattr(loop_mod, "validate", scripted_validate)
     cfg = _cfg(data, epochs=5, select_metric="macro_f1", early_stop_patience=2, mixup_alpha=0.0)
     run = train(cfg, runs_root=tmp_path, run_id="early", dataset=ds, progress=False)
     rows = run.metrics()
