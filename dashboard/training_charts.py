@@ -1,13 +1,16 @@
 """Plotly figures for the Train page, made from a run's metrics rows (``Run.metrics()``: one dict an
-epoch), and the few small readers the page needs (a run's summary row, the logged class weights)."""
+epoch), and the few small readers the page needs (a run's summary row, a log's tail)."""
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 import plotly.graph_objects as go
 
-from fer_core import Run
+from fer_core.config import SELECT_KEYS
+from fer_core.runs import Run, best_row
+
+# how each selection metric reads on the page: TrainConfig.select_metric -> label
+METRIC_LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 
 TRAIN_COLOUR, VAL_COLOUR = "#2a6fdb", "#e4572e"
 _LAYOUT = dict(height=320, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
@@ -26,9 +29,9 @@ def _train_val_figure(rows: list[dict], train_key: str, val_key: str, title: str
                     line=dict(color=TRAIN_COLOUR, dash="dash"))
     fig.add_scatter(x=x, y=[r.get(val_key) for r in rows], name="validation", mode="lines+markers",
                     line=dict(color=VAL_COLOUR))
-    best = [r for r in rows if r.get("best")]
-    if best:  # the epoch whose weights are in best.safetensors (the last improvement)
-        fig.add_scatter(x=[best[-1]["epoch"]], y=[best[-1].get(val_key)], name="best checkpoint", mode="markers",
+    best = best_row(rows)
+    if best:  # the epoch whose weights are in best.safetensors (chosen by the run's select_metric)
+        fig.add_scatter(x=[best["epoch"]], y=[best.get(val_key)], name="best checkpoint", mode="markers",
                         marker=dict(symbol="star", size=14, color=VAL_COLOUR, line=dict(color="black", width=1)))
     fig.update_layout(title=title, xaxis_title="epoch", **_LAYOUT)
     fig.update_xaxes(dtick=1 if len(x) <= 20 else None)
@@ -85,24 +88,6 @@ def class_weights_figure(weights: dict[str, float]) -> go.Figure:
 
 # --- small readers ---------------------------------------------------------------------------------
 
-_WEIGHTS_LINE = re.compile(r"class weights \([^)]*\): (.*)$", re.MULTILINE)
-
-
-def class_weights_from_log(log_text: str) -> dict[str, float] | None:
-    """The class weights the training loop logged last (``train.log``), or None if it did not log any."""
-    found = _WEIGHTS_LINE.findall(log_text)
-    if not found:
-        return None
-    weights = {}
-    for item in found[-1].split(","):
-        name, _, value = item.strip().partition("=")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            return None
-    return weights or None
-
-
 def read_tail(path, lines: int = 40) -> str:
     """The last lines of a text file ('' if it does not exist)."""
     try:
@@ -112,20 +97,25 @@ def read_tail(path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def selection(config: dict) -> tuple[str, str]:
+    """The run's selection metric: (its metrics-row key, how it reads), e.g. ('val_macro_f1', 'macro-F1')."""
+    metric = config.get("select_metric") or "accuracy"
+    return SELECT_KEYS.get(metric, "val_acc"), METRIC_LABELS.get(metric, metric)
+
+
 def run_summary(run: Run) -> dict:
-    """One row of the runs table."""
+    """One row of the runs table; "best" is the epoch in ``best.safetensors`` (``runs.best_row``)."""
     status, rows = run.status(), run.metrics()
     try:
         config = run.read_config()
     except (OSError, ValueError):
         config = {}
-    scored = [r for r in rows if r.get("val_acc") is not None]
-    best = max(scored, key=lambda r: r["val_acc"]) if scored else {}
+    best = best_row(rows) or {}
     try:
         created = datetime.fromtimestamp(run.config_path.stat().st_mtime)
     except OSError:
         created = None
     return {"run": run.run_id, "state": status.get("state"), "model": config.get("model"),
-            "epochs done": len(rows), "epochs": config.get("epochs"),
-            "best val acc": best.get("val_acc"), "best epoch": best.get("epoch"),
-            "created": created}
+            "epochs done": len(rows), "epochs": config.get("epochs"), "best epoch": best.get("epoch"),
+            "selected by": selection(config)[1], "best val acc": best.get("val_acc"),
+            "best val macro-F1": best.get("val_macro_f1"), "created": created}

@@ -185,7 +185,7 @@ class Run:
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json_bytes(row, indent=None).decode() + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -221,7 +221,7 @@ class Run:
     def truncate_metrics(self, epochs_done: int) -> None:
         """Keep the rows of the first ``epochs_done`` epochs (used when resuming)."""
         rows = [r for r in self.metrics() if r.get("epoch", 0) <= epochs_done]
-        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        atomic_write_bytes(self.metrics_path, b"".join(json_bytes(r, indent=None) + b"\n" for r in rows))
 
 
 class RunStore:

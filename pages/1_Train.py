@@ -19,7 +19,7 @@ from dashboard import common  # noqa: E402
 from dashboard import training_charts as charts  # noqa: E402
 from fer_core.config import MODEL_NAMES, PRESETS, TrainConfig  # noqa: E402
 from fer_core.data import FER2013_CLASSES  # noqa: E402
-from fer_core.runs import Run, RunError, check_run_id  # noqa: E402
+from fer_core.runs import Run, RunError, best_row, check_run_id  # noqa: E402
 
 ACTIVE = ("queued", "running")
 REFRESH_S = 2.5
@@ -171,8 +171,32 @@ def run_view(run: Run, shown_state: str) -> None:
     if (state in ACTIVE) != (shown_state in ACTIVE):
         st.rerun()  # it started or ended: switch the refresh on or off, and update the table
     config, rows = run.read_config(), run.metrics()
-    epochs = config.get("epochs")
+    best = BestEpoch.of(config, rows)
+    run_header(run, status, config)
+    run_state(run, status, rows, config.get("epochs"), best)
+    if rows:
+        run_curves(rows, config, best)
+    else:
+        st.caption("The curves appear when the first epoch ends.")
+    run_details(run, config)
 
+
+class BestEpoch:
+    """The epoch in best.safetensors (``runs.best_row``) and its score by the run's ``select_metric``."""
+
+    def __init__(self, row: dict | None, key: str, label: str):
+        self.row, self.label = row, label
+        value = row.get(key) if row else None
+        self.text = "" if value is None else f"{value:.1%}" if key == "val_acc" else f"{value:.3f}"
+
+    @classmethod
+    def of(cls, config: dict, rows: list[dict]) -> BestEpoch:
+        return cls(best_row(rows), *charts.selection(config))
+
+
+def run_header(run: Run, status: dict, config: dict) -> None:
+    """The run's one-line description and its Stop or Resume button."""
+    state, epochs = status.get("state", "queued"), config.get("epochs")
     col = st.columns([5, 1])
     col[0].markdown(f"**{run.run_id}**: {STATE_ICON.get(state, '')} **{state}** · {config.get('model')} · "
                     f"{config.get('img_size')} px · {epochs} epoch{'' if epochs == 1 else 's'}"
@@ -194,25 +218,16 @@ def run_view(run: Run, shown_state: str) -> None:
             else:
                 st.rerun()
 
-    progress = status.get("progress") or {}
+
+def run_state(run: Run, status: dict, rows: list[dict], epochs: int, best: BestEpoch) -> None:
+    """What the run is doing: starting, its progress bars, or how it ended."""
+    state = status.get("state", "queued")
     if state == "queued":
         st.info("Starting the training process…")
     elif state == "running":
         if st.session_state.get("train_stopping") == (run.run_id, status.get("pid")):
             st.info("Stop requested: the run stops after the current batch and saves its last checkpoint.")
-        if progress.get("batches"):
-            done = min(progress["batch"] / progress["batches"], 1.0)
-            st.progress(done, text=f"Epoch {progress['epoch']} of {progress['epochs']}: batch {progress['batch']} "
-                                   f"of {progress['batches']}")
-            overall = min((progress["epoch"] - 1 + done) / progress["epochs"], 1.0)
-            per_epoch = [r["seconds"] for r in rows if r.get("seconds")]
-            eta = ""
-            if per_epoch:
-                left = (progress["epochs"] - progress["epoch"] + 1 - done) * sum(per_epoch) / len(per_epoch)
-                eta = f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
-            st.progress(overall, text=f"Run: {overall:.0%}{eta}")
-        else:
-            st.progress(0.0, text="Loading the data set and building the model…")
+        progress_bars(status.get("progress") or {}, rows)
     elif state == "failed":
         st.error(f"Training failed: {status.get('error') or 'no error message was recorded'}")
     elif state == "stopped":
@@ -222,37 +237,57 @@ def run_view(run: Run, shown_state: str) -> None:
             st.warning(f"Stopped{where}: {status['error']}")
         else:
             st.info(f"Stopped{where}. Resume continues from {resume_from}.")
-    elif state == "finished" and rows:
-        best = max(rows, key=lambda r: r.get("val_acc", 0))
-        st.success(f"Finished: best validation accuracy {best['val_acc']:.1%} at epoch {best['epoch']}; "
+    elif state == "finished" and best.row:
+        st.success(f"Finished: best validation {best.label} {best.text} at epoch {best.row['epoch']}; "
                    f"checkpoint `{run.best_checkpoint}`.")
 
-    if not rows:
-        st.caption("The curves appear when the first epoch ends.")
-    else:
-        last = rows[-1]
-        best = max(rows, key=lambda r: r.get("val_acc", 0))
-        col = st.columns(5)
-        col[0].metric("Epochs done", f"{len(rows)} / {epochs}")
-        col[1].metric("Best validation accuracy", f"{best['val_acc']:.1%}", help=f"epoch {best['epoch']}")
-        col[2].metric("Validation accuracy", f"{last['val_acc']:.1%}",
-                      delta=f"{last['val_acc'] - rows[-2]['val_acc']:+.1%}" if len(rows) > 1 else None)
-        col[3].metric("Validation macro-F1", f"{last.get('val_macro_f1', float('nan')):.3f}")
-        col[4].metric("Training speed", f"{last.get('images_per_s', 0):.0f} img/s",
-                      help=f"{last.get('seconds', 0):.0f} s for the last epoch")
 
-        col = st.columns(2)
-        col[0].plotly_chart(charts.loss_figure(rows), key="train_chart_loss")
-        col[1].plotly_chart(charts.accuracy_figure(rows), key="train_chart_accuracy")
-        if config.get("mixup_alpha") or config.get("cutmix_alpha") or config.get("label_smoothing"):
-            st.caption("Training loss and accuracy are measured on augmented images with mixed (mixup) and "
-                       "smoothed targets, so training accuracy usually sits below validation accuracy and training "
-                       "loss above validation loss: the gap is the regularisation, not under-fitting.")
-        col = st.columns(2)
-        col[0].plotly_chart(charts.learning_rate_figure(rows), key="train_chart_lr")
-        col[1].plotly_chart(charts.unfrozen_figure(rows), key="train_chart_unfrozen")
+def progress_bars(progress: dict, rows: list[dict]) -> None:
+    """The epoch's batches, and the whole run with its time left (from the mean epoch time so far)."""
+    if not progress.get("batches"):
+        st.progress(0.0, text="Loading the data set and building the model…")
+        return
+    done = min(progress["batch"] / progress["batches"], 1.0)
+    st.progress(done, text=f"Epoch {progress['epoch']} of {progress['epochs']}: batch {progress['batch']} "
+                           f"of {progress['batches']}")
+    overall = min((progress["epoch"] - 1 + done) / progress["epochs"], 1.0)
+    per_epoch = [r["seconds"] for r in rows if r.get("seconds")]
+    eta = ""
+    if per_epoch:
+        left = (progress["epochs"] - progress["epoch"] + 1 - done) * sum(per_epoch) / len(per_epoch)
+        eta = f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+    st.progress(overall, text=f"Run: {overall:.0%}{eta}")
 
-    weights = charts.class_weights_from_log(charts.read_tail(run.log_path, 10_000))
+
+def run_curves(rows: list[dict], config: dict, best: BestEpoch) -> None:
+    """Headline figures, then loss, accuracy, learning rates and unfrozen stages by epoch."""
+    last = rows[-1]
+    col = st.columns(5)
+    col[0].metric("Epochs done", f"{len(rows)} / {config.get('epochs')}")
+    col[1].metric(f"Best validation {best.label}", best.text or "–",
+                  help=f"epoch {best.row['epoch']}: the weights in best.safetensors, chosen by validation "
+                       f"{best.label}" if best.row else "no checkpoint yet")
+    col[2].metric("Validation accuracy", f"{last['val_acc']:.1%}",
+                  delta=f"{last['val_acc'] - rows[-2]['val_acc']:+.1%}" if len(rows) > 1 else None)
+    col[3].metric("Validation macro-F1", f"{last.get('val_macro_f1', float('nan')):.3f}")
+    col[4].metric("Training speed", f"{last.get('images_per_s', 0):.0f} img/s",
+                  help=f"{last.get('seconds', 0):.0f} s for the last epoch")
+
+    col = st.columns(2)
+    col[0].plotly_chart(charts.loss_figure(rows), key="train_chart_loss")
+    col[1].plotly_chart(charts.accuracy_figure(rows), key="train_chart_accuracy")
+    if config.get("mixup_alpha") or config.get("cutmix_alpha") or config.get("label_smoothing"):
+        st.caption("Training loss and accuracy are measured on augmented images with mixed (mixup) and "
+                   "smoothed targets, so training accuracy usually sits below validation accuracy and training "
+                   "loss above validation loss: the gap is the regularisation, not under-fitting.")
+    col = st.columns(2)
+    col[0].plotly_chart(charts.learning_rate_figure(rows), key="train_chart_lr")
+    col[1].plotly_chart(charts.unfrozen_figure(rows), key="train_chart_unfrozen")
+
+
+def run_details(run: Run, config: dict) -> None:
+    """The class weights training used (``data.json``), the configuration, and the logs' tails."""
+    weights = (run.data_info() or {}).get("class_weights")
     with st.expander("Class weights, configuration and log"):
         if weights:
             st.plotly_chart(charts.class_weights_figure(weights), key="train_chart_weights")

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fer_core import RunStore  # noqa: E402
+from fer_core.runs import best_row  # noqa: E402
+from fer_core.storage import atomic_write  # noqa: E402
 
 
 def main() -> None:
@@ -36,9 +38,10 @@ def main() -> None:
         ax_loss.plot(epochs, [r["val_loss"] for r in rows], "-", color=color, label=f"{name} validation")
         ax_acc.plot(epochs, [r["train_acc"] for r in rows], "--", color=color, label=f"{name} train")
         ax_acc.plot(epochs, [r["val_acc"] for r in rows], "-", color=color, label=f"{name} validation")
-        best = max(rows, key=lambda r: r["val_acc"])
-        ax_acc.annotate(f"{best['val_acc']:.3f}", (best["epoch"], best["val_acc"]), textcoords="offset points",
-                        xytext=(0, 6), ha="center", color=color, fontsize=8)
+        best = best_row(rows)   # the epoch in best.safetensors, chosen by the run's select_metric
+        if best:
+            ax_acc.annotate(f"{best['val_acc']:.3f}", (best["epoch"], best["val_acc"]), textcoords="offset points",
+                            xytext=(0, 6), ha="center", color=color, fontsize=8)
         clean = [r["epoch"] for r in rows if r.get("clean")]
         if clean and i == 0:  # the epochs without mixup and erasing, where the train curves jump
             for ax in (ax_loss, ax_acc):
@@ -52,8 +55,8 @@ def main() -> None:
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    with atomic_write(args.out) as f:   # a failed write leaves the old figure
+        fig.savefig(f, format=Path(args.out).suffix.lstrip(".") or "png", dpi=110)
     print(f"wrote {args.out}")
 
 

@@ -147,7 +147,7 @@ def test_form_starts_a_background_run_that_finishes_and_shows_its_curves(runs_di
     assert traces["train_chart_accuracy"][:2] == ["training", "validation"]
     assert "classifier" in traces["train_chart_lr"]
     assert traces["train_chart_unfrozen"] == ["trainable stages"]
-    assert len(traces["train_chart_weights"]) == 1  # the class weights, read from train.log
+    assert len(traces["train_chart_weights"]) == 1  # the class weights, read from data.json
     assert any(m.label == "Epochs done" and m.value == "1 / 1" for m in at.metric)
     assert not at.get("progress")
     assert not any(b.key == "train_stop" for b in at.button)
