@@ -70,9 +70,11 @@ def test_stop_before_start_does_nothing(store):
     assert run.status()["state"] == "queued"
 
 
-def test_generated_run_ids_do_not_collide(tmp_path):
+def test_generated_run_ids_do_not_collide(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "runs")
-    ids = [store.create({"model": "resnet18"}).run_id for _ in range(3)]  # within the same second
+    stamp = time.strftime("%Y%m%d-%H%M%S-")
+    monkeypatch.setattr("fer_core.runs.time.strftime", lambda fmt: stamp)   # all three within the same second
+    ids = [store.create({"model": "resnet18"}).run_id for _ in range(3)]
     assert len(set(ids)) == 3
     assert all(check_run_id(i) and i.startswith(ids[0]) for i in ids)
     with pytest.raises(RunError, match="already exists"):  # a name given is never changed
