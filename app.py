@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import checkpoint_dir, data_path, data_summary, page_script_running, run_store, start_warm_up
+from dashboard.common import checkpoint_dir, data_path, data_summary, run_store
+from dashboard.warm_up import page_script_running, start_warm_up
 from fer_core.storage import CheckpointError, read_metadata
 
 
@@ -17,7 +18,6 @@ def checkpoints() -> list[dict]:
         rows.append({"checkpoint": path.name, "model": meta["arch"], "classes": ", ".join(meta["class_names"]),
                      "input": f"{meta['img_size']} px", "size (MB)": round(path.stat().st_size / 1e6, 1)})
     return rows
-
 
 
 def home() -> None:

@@ -3,8 +3,8 @@ a page render (bench/page_render.py measures the whole, browser included).
 
 Each page runs in a fresh Python process under Streamlit's AppTest: the first run is cold (imports, models and
 data sets loading into the caches), the next ones warm (the median of `--runs`). A cold page pays for all it
-needs: the background warm-up that app.py starts after its first page waits for 2 s without a page script, and
-the runs here follow each other without such a gap.
+needs: the background warm-up that app.py starts after its first page (dashboard/warm_up.py) waits for 2 s
+without a page script, and the runs here follow each other without such a gap.
 
     python bench/page_script.py [--runs 3] [--checkpoints DIR]
 """

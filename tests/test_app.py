@@ -32,8 +32,8 @@ def test_home_renders_counts_checkpoints_and_runs_without_importing_pytorch(monk
     data = make_folder_dataset(tmp_path / "fer", per_class=3)
     load_dataset(data)   # fills the cache, as any earlier visit or command would
     monkeypatch.setenv("FER2013_PATH", str(data))
-    code = ("import dashboard.common\n"
-            "dashboard.common.WARM_UP_IDLE_S = 600   # the background imports would load PyTorch\n"
+    code = ("import dashboard.warm_up\n"
+            "dashboard.warm_up.WARM_UP_IDLE_S = 600   # the background imports would load PyTorch\n"
             "from streamlit.testing.v1 import AppTest\n"
             "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
             "assert not at.exception, at.exception\n"
@@ -57,7 +57,8 @@ def test_home_links_every_page(monkeypatch, tmp_path):
 
 def test_home_train_and_metrics_imports_leave_out_timm_sklearn_and_gradcam():
     """A page's first render pays for its imports; the heavy libraries wait for the pages that use them."""
-    assert heavy_libraries_loaded_by("import dashboard.common, dashboard.training_charts, dashboard.charts\n"
+    assert heavy_libraries_loaded_by("import dashboard.common, dashboard.warm_up, dashboard.training_charts, "
+                                     "dashboard.charts\n"
                                      "import fer_core.config, fer_core.data, fer_core.runs, fer_core.evaluation") == []
 
 
@@ -88,14 +89,14 @@ def test_the_first_page_starts_the_heavy_imports_and_preloads_in_the_background(
 
 def test_background_imports_wait_while_a_page_script_runs_and_then_for_a_quiet_spell(tmp_path, monkeypatch):
     """On two cores an import beside a loading page slows that page: the warm-up waits for the pages."""
-    from dashboard import common
+    from dashboard import warm_up
 
     (tmp_path / "fer_studio_probe_module.py").write_text("LOADED = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "fer_studio_probe_module", raising=False)
-    with common.page_script_running():
-        with common.page_script_running():   # two sessions' scripts
-            thread = threading.Thread(target=common.import_when_idle, args=(("fer_studio_probe_module",), 1.0))
+    with warm_up.page_script_running():
+        with warm_up.page_script_running():   # two sessions' scripts
+            thread = threading.Thread(target=warm_up.import_when_idle, args=(("fer_studio_probe_module",), 1.0))
             thread.start()
         time.sleep(0.5)
         assert thread.is_alive() and "fer_studio_probe_module" not in sys.modules   # one script still runs
@@ -103,3 +104,4 @@ def test_background_imports_wait_while_a_page_script_runs_and_then_for_a_quiet_s
     thread.join(30)
     assert time.monotonic() - ended >= 1.0   # a quiet second after the last script
     assert not thread.is_alive() and sys.modules["fer_studio_probe_module"].LOADED
+
