@@ -6,13 +6,14 @@ any split can be evaluated here.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard import charts, common
 from fer_core.config import TTA_MODES
-from fer_core.data import DataError
+from fer_core.data import DataError, DatasetSummary
 from fer_core.storage import save_report
 
 GALLERY_LIMIT = 48
@@ -53,7 +54,7 @@ def saved_report_file(checkpoint: Path, split: str, tta: str) -> Path:
 def show_per_class(report: dict, ckpt: Path, split: str, tta: str) -> None:
     per_class = charts.per_class_table(report)
     st.plotly_chart(charts.per_class_bars(report), key="metrics_per_class")
-    st.dataframe(per_class, hide_index=True,
+    st.dataframe(per_class, hide_index=True, key="metrics_per_class_table",
                  column_config={k: st.column_config.NumberColumn(format="%.3f")
                                 for k in ("precision", "recall", "f1", "mean_confidence_correct",
                                           "mean_confidence_wrong", "ece")})
@@ -144,7 +145,7 @@ def show_comparison(choices: dict[str, Path], evaluated: set, data: Path | None,
     else:
         compared = {label: loaders[label]() for label in picked}
         table = charts.comparison_table(compared)
-        st.dataframe(table, hide_index=True,
+        st.dataframe(table, hide_index=True, key="metrics_compare_table",
                      column_config={k: st.column_config.NumberColumn(format="%.3f")
                                     for k in table.columns if k not in ("report", "images")})
         k1, k2 = st.columns(2)
@@ -152,122 +153,176 @@ def show_comparison(choices: dict[str, Path], evaluated: set, data: Path | None,
         k2.plotly_chart(charts.comparison_f1_bars(compared), key="metrics_compare_f1")
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """The report on show and what the page's sections need of the choices behind it."""
+    report: dict
+    label: str                  # as the Compare tab lists it: '<checkpoint> · <split>[.<tta>]'
+    checkpoint: Path
+    class_names: tuple[str, ...]
+    split: str
+    tta: str
+    data: Path | None
+    summary: DatasetSummary | None
+
+
+def checkpoint_ui(choices: dict[str, Path], column) -> tuple[str, Path, tuple[str, ...]]:
+    """The checkpoint picker (runs first): its label, file and class names; the script stops on a bad file."""
+    labels = list(choices)
+    runs_first = [lab for lab in labels if lab.startswith("run:")]
+    label = column.selectbox("Checkpoint", labels, index=labels.index(runs_first[0]) if runs_first else 0,
+                             key="metrics_checkpoint",
+                             help="A checkpoint in checkpoints/ or a training run's best checkpoint.")
+    ckpt = choices[label]
+    meta = common.checkpoint_metadata(str(ckpt), ckpt.stat().st_mtime)
+    if meta is None:
+        st.error(f"`{ckpt}` is not a FER Studio checkpoint.")
+        st.stop()
+    return label, ckpt, tuple(meta["class_names"])
+
+
+def saved_reports_by_split(ckpt: Path) -> dict[tuple[str, str], tuple[str, Path]]:
+    """(split, tta) -> (label, file) of the reports saved beside ``ckpt``; a warning for each unreadable one."""
+    saved: dict[tuple[str, str], tuple[str, Path]] = {}
+    for label, path in common.saved_reports(ckpt).items():
+        try:
+            report = common.report(str(path), path.stat().st_mtime)
+            saved.setdefault(report_split_and_tta(label, report), (label, path))
+        except (OSError, ValueError) as e:
+            st.warning(f"Could not read the saved report `{path.name}`: {e}")
+    return saved
+
+
+def data_summary_for(class_names: tuple[str, ...]) -> tuple[Path | None, DatasetSummary | None]:
+    """The data set's path and its summary (splits and counts, no images), or None where it is missing, cannot
+    be read (a warning) or lacks some of the checkpoint's classes (a warning)."""
+    data = common.data_path()
+    if data is None:
+        return None, None
+    try:
+        summary = common.data_summary(str(data))
+    except DataError as e:
+        st.warning(f"The data set at `{data}` cannot be read: {e}")
+        return data, None
+    missing = [c for c in class_names if c not in summary.class_names]
+    if missing:
+        st.warning(f"The data set at `{data}` cannot be used with this checkpoint: it has no "
+                   f"{', '.join(missing)} images (it has {', '.join(summary.class_names)}).")
+        return data, None
+    return data, summary
+
+
+def split_and_tta_ui(columns, ckpt: Path, saved: dict, summary: DatasetSummary | None) -> tuple[str, str]:
+    """The split and TTA pickers: the saved reports' splits first, then those the data set can evaluate; the
+    script stops when there is neither."""
+    split_options = [split for split, _ in saved]
+    if summary is not None:   # then the test splits (the last one first), validation, both test splits, training
+        split_options += [*reversed(summary.test_splits), summary.validation_split,
+                          *(["test"] if len(summary.test_splits) > 1 else []), *summary.counts]
+    split_options = list(dict.fromkeys(split_options))
+    if not split_options:
+        st.info(f"No saved report for `{ckpt.name}` and FER-2013 was not found, so there is nothing to show. "
+                "Either put the data set in `data/fer2013/` (or set `FER2013_PATH`) and evaluate here, or save a "
+                f"report beside the checkpoint: `python -m fer_core evaluate --checkpoint {ckpt} --data PATH "
+                f"--split PrivateTest --json {saved_report_file(ckpt, 'PrivateTest', 'none')}`.")
+        st.stop()
+    col_split, col_tta = columns
+    split = col_split.selectbox("Split", split_options, key=f"metrics_split::{ckpt}",
+                                help="Splits with a saved report come first; the others can be evaluated here when "
+                                     "the data set is present. 'test' joins FER-2013's two test splits.")
+    saved_tta = sorted((t for s, t in saved if s == split), key=lambda t: t != "none")   # the single model first
+    tta_options = list(dict.fromkeys([*TTA_MODES, *saved_tta]))   # a saved report may name a mode of its own
+    tta = col_tta.selectbox("Test-time augmentation", tta_options, key=f"metrics_tta::{ckpt}::{split}",
+                            index=tta_options.index(saved_tta[0]) if saved_tta else 0,
+                            help="flip: average with the mirror image; flip+crops: and four shifted crops of each.")
+    return split, tta
+
+
+def evaluations() -> set[tuple]:
+    """The evaluations asked for in this session: ``evaluated_report``'s arguments."""
+    return st.session_state.setdefault("metrics_evaluated", set())
+
+
+def evaluate_now_ui(ckpt: Path, data: Path, summary: DatasetSummary, split: str, tta: str,
+                    class_names: tuple[str, ...]) -> dict:
+    """The report evaluated here, once the user has asked for it ("Evaluate now", the script stops until then),
+    with a button to save it beside the checkpoint."""
+    n_images = summary.num_images(split, class_names)
+    if not n_images:
+        st.info(f"The split **{split}** of `{data}` has no images of this checkpoint's classes.")
+        st.stop()
+    key = (str(ckpt), ckpt.stat().st_mtime, str(data), split, tta)
+    if key not in evaluations():
+        st.info(f"No saved report for **{split}** with TTA **{tta}**. Evaluate the checkpoint on its "
+                f"{n_images:,} images from `{data}`? On a CPU this takes seconds for a test split, minutes for "
+                "the training split or with flip+crops.")
+        if not st.button("Evaluate now", type="primary", key="metrics_evaluate"):
+            st.stop()
+        evaluations().add(key)
+    report = evaluated_report(*key)
+    st.caption(f"Evaluated now on {n_images:,} images of `{data}`.")
+    target = saved_report_file(ckpt, split, tta)
+    if st.button("Save this report beside the checkpoint", key="metrics_save",
+                 help=f"Writes {target.name}, so it shows without the data set."):
+        save_report(report, target)
+        st.success(f"Saved `{target}`.")
+    return report
+
+
+def report_ui(choices: dict[str, Path]) -> Chosen:
+    """The checkpoint, split and TTA pickers, and the report they choose: a saved one, or one evaluated here on
+    the data set. The script stops, saying why, when there is none to show."""
+    col_ckpt, col_split, col_tta = st.columns([2, 1, 1])
+    ckpt_label, ckpt, class_names = checkpoint_ui(choices, col_ckpt)
+    saved = saved_reports_by_split(ckpt)
+    data, summary = data_summary_for(class_names)
+    split, tta = split_and_tta_ui((col_split, col_tta), ckpt, saved, summary)
+    picked = dict(checkpoint=ckpt, class_names=class_names, split=split, tta=tta, data=data, summary=summary)
+    if (split, tta) in saved:
+        saved_label, saved_path = saved[(split, tta)]
+        st.caption(f"From the saved report `{saved_path}`.")
+        return Chosen(common.report(str(saved_path), saved_path.stat().st_mtime), f"{ckpt_label} · {saved_label}",
+                      **picked)
+    if summary is None:
+        st.info(f"No saved report for **{split}** with TTA **{tta}**, and FER-2013 was not found to evaluate it. "
+                f"Saved reports for this checkpoint: {', '.join(f'{s} (TTA {t})' for s, t in saved) or 'none'}. "
+                "Put the data set in `data/fer2013/` (or set `FER2013_PATH`) to evaluate other splits.")
+        st.stop()
+    return Chosen(evaluate_now_ui(ckpt, data, summary, split, tta, class_names),
+                  f"{ckpt_label} · {split} (TTA {tta}, evaluated now)", **picked)
+
+
+def show_headline(report: dict, split: str, tta: str) -> None:
+    head = charts.headline(report)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Accuracy", f"{head['accuracy']:.1%}")
+    c2.metric("Macro-F1", f"{head['macro_f1']:.3f}", help="The mean of the classes' F1: every class counts the same.")
+    c3.metric("ECE", "n/a" if head["ece"] is None else f"{head['ece']:.3f}",
+              help="Expected calibration error: how far confidence is from accuracy, averaged over 15 confidence "
+                   "bins.")
+    c4.metric("Images", f"{head['images']:,}")
+    st.caption(f"Split {report.get('split', split)}, TTA {report.get('tta', tta)}; macro precision "
+               f"{head['macro_precision']:.3f}, macro recall {head['macro_recall']:.3f}, weighted F1 "
+               f"{head['weighted_f1']:.3f}." + (f" Data: `{report['data']}`." if report.get("data") else ""))
+
+
 st.title("Metrics and model bias")
 st.write("Where the model is right and wrong, class by class: precision, recall and F1, the confusion matrix, "
          "how sure it is of right and wrong answers, whether that confidence is calibrated, and the images it "
          "gets wrong.")
-
-# --- checkpoint, split, report ------------------------------------------------------------------
 
 choices = common.checkpoint_choices()
 if not choices:
     st.info(f"No checkpoint found: none in `{common.checkpoint_dir()}` and no training run in "
             f"`{common.runs_dir()}`. Train one on the Train page or with `python -m fer_core train --data PATH`.")
     st.stop()
+chosen = report_ui(choices)
+show_headline(chosen.report, chosen.split, chosen.tta)
 
-labels = list(choices)
-runs_first = [lab for lab in labels if lab.startswith("run:")]
-col_ckpt, col_split, col_tta = st.columns([2, 1, 1])
-ckpt_label = col_ckpt.selectbox("Checkpoint", labels, index=labels.index(runs_first[0]) if runs_first else 0,
-                                key="metrics_checkpoint",
-                                help="A checkpoint in checkpoints/ or a training run's best checkpoint.")
-ckpt = choices[ckpt_label]
-mtime = ckpt.stat().st_mtime
-meta = common.checkpoint_metadata(str(ckpt), mtime)
-if meta is None:
-    st.error(f"`{ckpt}` is not a FER Studio checkpoint.")
-    st.stop()
-class_names = tuple(meta["class_names"])
-
-saved: dict[tuple[str, str], tuple[str, Path]] = {}   # (split, tta) -> (label, file)
-for label, path in common.saved_reports(ckpt).items():
-    try:
-        saved.setdefault(report_split_and_tta(label, common.report(str(path), path.stat().st_mtime)), (label, path))
-    except (OSError, ValueError) as e:
-        st.warning(f"Could not read the saved report `{path.name}`: {e}")
-
-data = common.data_path()
-summary = None   # splits and counts only (the gallery and evaluations load the images)
-if data is not None:
-    try:
-        summary = common.data_summary(str(data))
-    except DataError as e:
-        st.warning(f"The data set at `{data}` cannot be read: {e}")
-    missing = [c for c in class_names if c not in summary.class_names] if summary is not None else []
-    if missing:
-        st.warning(f"The data set at `{data}` cannot be used with this checkpoint: it has no "
-                   f"{', '.join(missing)} images (it has {', '.join(summary.class_names)}).")
-        summary = None
-
-split_options = [split for split, _ in saved]
-if summary is not None:   # then the test splits (the last one first), validation, both test splits, training
-    split_options += [*reversed(summary.test_splits), summary.validation_split,
-                      *(["test"] if len(summary.test_splits) > 1 else []), *summary.counts]
-split_options = list(dict.fromkeys(split_options))
-if not split_options:
-    st.info(f"No saved report for `{ckpt.name}` and FER-2013 was not found, so there is nothing to show. "
-            "Either put the data set in `data/fer2013/` (or set `FER2013_PATH`) and evaluate here, or save a "
-            f"report beside the checkpoint: `python -m fer_core evaluate --checkpoint {ckpt} --data PATH "
-            f"--split PrivateTest --json {saved_report_file(ckpt, 'PrivateTest', 'none')}`.")
-    st.stop()
-split = col_split.selectbox("Split", split_options, key=f"metrics_split::{ckpt}",
-                            help="Splits with a saved report come first; the others can be evaluated here when "
-                                 "the data set is present. 'test' joins FER-2013's two test splits.")
-saved_tta = sorted((t for s, t in saved if s == split), key=lambda t: t != "none")   # the single model first
-tta_options = list(dict.fromkeys([*TTA_MODES, *saved_tta]))   # a saved report may name a mode of its own
-tta = col_tta.selectbox("Test-time augmentation", tta_options, key=f"metrics_tta::{ckpt}::{split}",
-                        index=tta_options.index(saved_tta[0]) if saved_tta else 0,
-                        help="flip: average with the mirror image; flip+crops: and four shifted crops of each.")
-
-evaluated = st.session_state.setdefault("metrics_evaluated", set())   # evaluations asked for in this session
-eval_key = (str(ckpt), mtime, str(data), split, tta)
-if (split, tta) in saved:
-    saved_label, saved_path = saved[(split, tta)]
-    report = common.report(str(saved_path), saved_path.stat().st_mtime)
-    current_label = f"{ckpt_label} · {saved_label}"
-    st.caption(f"From the saved report `{saved_path}`.")
-elif summary is not None:
-    n_images = summary.num_images(split, class_names)
-    if not n_images:
-        st.info(f"The split **{split}** of `{data}` has no images of this checkpoint's classes.")
-        st.stop()
-    if eval_key not in evaluated:
-        st.info(f"No saved report for **{split}** with TTA **{tta}**. Evaluate the checkpoint on its "
-                f"{n_images:,} images from `{data}`? On a CPU this takes seconds for a test split, minutes for "
-                "the training split or with flip+crops.")
-        if not st.button("Evaluate now", type="primary"):
-            st.stop()
-        evaluated.add(eval_key)
-    report = evaluated_report(*eval_key)
-    current_label = f"{ckpt_label} · {split} (TTA {tta}, evaluated now)"
-    st.caption(f"Evaluated now on {n_images:,} images of `{data}`.")
-    if st.button("Save this report beside the checkpoint",
-                 help=f"Writes {saved_report_file(ckpt, split, tta).name}, so it shows without the data set."):
-        save_report(report, saved_report_file(ckpt, split, tta))
-        st.success(f"Saved `{saved_report_file(ckpt, split, tta)}`.")
-else:
-    st.info(f"No saved report for **{split}** with TTA **{tta}**, and FER-2013 was not found to evaluate it. "
-            f"Saved reports for this checkpoint: {', '.join(f'{s} (TTA {t})' for s, t in saved) or 'none'}. "
-            "Put the data set in `data/fer2013/` (or set `FER2013_PATH`) to evaluate other splits.")
-    st.stop()
-
-# --- headline ----------------------------------------------------------------------------------
-
-head = charts.headline(report)
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Accuracy", f"{head['accuracy']:.1%}")
-c2.metric("Macro-F1", f"{head['macro_f1']:.3f}", help="The mean of the classes' F1: every class counts the same.")
-c3.metric("ECE", "n/a" if head["ece"] is None else f"{head['ece']:.3f}",
-          help="Expected calibration error: how far confidence is from accuracy, averaged over 15 confidence bins.")
-c4.metric("Images", f"{head['images']:,}")
-st.caption(f"Split {report.get('split', split)}, TTA {report.get('tta', tta)}; macro precision "
-           f"{head['macro_precision']:.3f}, macro recall {head['macro_recall']:.3f}, weighted F1 "
-           f"{head['weighted_f1']:.3f}." + (f" Data: `{report['data']}`." if report.get("data") else ""))
-
-sections = {"Per class": lambda: show_per_class(report, ckpt, split, tta),
-            "Bias and calibration": lambda: show_bias(report, summary),
-            "Misclassified": lambda: show_gallery(report, summary, data, class_names),
-            "Compare": lambda: show_comparison(choices, evaluated, data, current_label)}
+sections = {"Per class": lambda: show_per_class(chosen.report, chosen.checkpoint, chosen.split, chosen.tta),
+            "Bias and calibration": lambda: show_bias(chosen.report, chosen.summary),
+            "Misclassified": lambda: show_gallery(chosen.report, chosen.summary, chosen.data, chosen.class_names),
+            "Compare": lambda: show_comparison(choices, evaluations(), chosen.data, chosen.label)}
 for tab, show in zip(st.tabs(list(sections), key="metrics_section", on_change="rerun"), sections.values()):
     if tab.open:   # only the open tab runs: its charts are all the page renders
         with tab:

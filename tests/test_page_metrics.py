@@ -172,7 +172,7 @@ def test_evaluate_now_on_a_split_without_a_saved_report(monkeypatch, studio, tin
     assert split.options[0] == "test" and "PublicTest" in split.options
     split.set_value("PublicTest").run()
     assert any("No saved report for **PublicTest**" in i.value for i in at.info) and not at.metric
-    next(b for b in at.button if b.label == "Evaluate now").click().run()
+    at.button(key="metrics_evaluate").click().run()
     assert not at.exception, at.exception
     ds = load_dataset(studio["data"])
     rep = evaluate(FerClassifier.from_checkpoint(tiny_checkpoint), ds.split("PublicTest"), "PublicTest")
@@ -190,9 +190,9 @@ def test_an_evaluation_saved_beside_the_checkpoint_shows_without_the_data_set(mo
     shutil.copy(studio["checkpoints"] / "tiny.safetensors", own / "tiny.safetensors")
     at = page(monkeypatch, studio, with_data=True, checkpoints=own)
     assert next(s for s in at.selectbox if s.label == "Split").value == "PrivateTest"   # the reported split first
-    next(b for b in at.button if b.label == "Evaluate now").click().run()
+    at.button(key="metrics_evaluate").click().run()
     accuracy = {m.label: m.value for m in at.metric}["Accuracy"]
-    next(b for b in at.button if b.label.startswith("Save this report")).click().run()
+    at.button(key="metrics_save").click().run()
     assert not at.exception and (own / "tiny.PrivateTest.json").is_file()
     at = page(monkeypatch, studio, with_data=False, checkpoints=own)
     assert {m.label: m.value for m in at.metric}["Accuracy"] == accuracy
