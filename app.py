@@ -39,7 +39,7 @@ def home() -> None:
     st.header("Checkpoints")
     found = checkpoints()
     if found:
-        st.dataframe(pd.DataFrame(found), hide_index=True)
+        st.dataframe(pd.DataFrame(found), hide_index=True, key="home_checkpoints")
     else:
         st.info("No checkpoint in `checkpoints/` yet. Train one with `python -m fer_core train --data PATH`.")
 
@@ -47,7 +47,7 @@ def home() -> None:
     runs = run_store().list()
     if runs:
         st.dataframe(pd.DataFrame([{"run": r.run_id, "state": r.status().get("state"), "epochs": len(r.metrics())}
-                                   for r in runs]), hide_index=True)
+                                   for r in runs]), hide_index=True, key="home_runs")
     else:
         st.write("No training runs in `runs/` yet.")
 

@@ -49,7 +49,7 @@ def show_detail(face: np.ndarray, explanation, note: str = "") -> None:
     original.image(images["face"], caption="face", width="stretch")
     overlay.image(images["overlay"], caption=faces.explanation_caption(explanation), width="stretch")
     bars.plotly_chart(faces.probability_figure(explanation.probabilities, explanation.predicted),
-                      key="detail_probabilities", config={"displayModeBar": False})
+                      key="gradcam_detail_probabilities", config={"displayModeBar": False})
     if note:
         st.caption(note)
 
@@ -67,15 +67,15 @@ if not choices:
     st.stop()
 
 model_col, split_col = st.columns(2)
-checkpoint_label = model_col.selectbox("Model", list(choices), key="checkpoint")
+checkpoint_label = model_col.selectbox("Model", list(choices), key="gradcam_checkpoint")
 checkpoint = choices[checkpoint_label]
 classifier = classifier_or_stop(checkpoint)
 mtime = checkpoint.stat().st_mtime
 names = list(classifier.class_names)
 
 method_col, target_col = st.columns(2)
-method = method_col.selectbox("CAM method", list(CAM_METHOD_NAMES), key="method")
-target_choice = target_col.selectbox("Explain the score of", [PREDICTED, *names], key="target",
+method = method_col.selectbox("CAM method", list(CAM_METHOD_NAMES), key="gradcam_method")
+target_choice = target_col.selectbox("Explain the score of", [PREDICTED, *names], key="gradcam_target",
                                      help="Each face's predicted class, or one class for every face.")
 target = None if target_choice == PREDICTED else target_choice
 
@@ -85,7 +85,7 @@ if data is None:
     st.info("FER-2013 was not found, so there are no data-set faces to browse. Put it in `data/fer2013/` (the "
             "`train/` and `test/` class folders) or `data/fer2013.csv`, or set `FER2013_PATH`. Meanwhile you can "
             "upload a photo of a face below.")
-    upload = st.file_uploader("A face photo (JPEG, PNG or WebP)", type=faces.UPLOAD_TYPES, key="face_upload")
+    upload = st.file_uploader("A face photo (JPEG, PNG or WebP)", type=faces.UPLOAD_TYPES, key="gradcam_upload")
     if upload is not None:
         try:
             face, detected = faces.main_face(faces.read_upload(upload), classifier.img_size)
@@ -104,7 +104,7 @@ except (DataError, OSError) as e:
     st.stop()
 splits = list(data_set.splits)
 split_name = split_col.selectbox("Split", splits, index=splits.index(data_set.validation_split)
-                                 if data_set.validation_split in splits else 0, key="split")
+                                 if data_set.validation_split in splits else 0, key="gradcam_split")
 split = data_set.split(split_name)
 labels = split.labels.numpy()
 with st.spinner(f"Classifying the {len(split):,} faces of {split_name} (once per model and split)…"):
@@ -113,12 +113,12 @@ predicted = probs.argmax(1)
 
 # --- which faces --------------------------------------------------------------------------
 true_col, pred_col, outcome_col, order_col, limit_col = st.columns([2, 2, 2, 2, 1])
-true_choice = true_col.selectbox("True class", [ANY, *names], key="true_class")
-pred_choice = pred_col.selectbox("Predicted class", [ANY, *names], key="predicted_class")
-outcome = outcome_col.selectbox("Prediction", faces.OUTCOMES, key="outcome",
+true_choice = true_col.selectbox("True class", [ANY, *names], key="gradcam_true_class")
+pred_choice = pred_col.selectbox("Predicted class", [ANY, *names], key="gradcam_predicted_class")
+outcome = outcome_col.selectbox("Prediction", faces.OUTCOMES, key="gradcam_outcome",
                                 format_func={"all": "right or wrong", "right": "right", "wrong": "wrong"}.get)
-order = order_col.selectbox("Order", faces.ORDERS, key="order")
-limit = limit_col.selectbox("Show", [12, 24, 48], index=1, key="limit")
+order = order_col.selectbox("Order", faces.ORDERS, key="gradcam_order")
+limit = limit_col.selectbox("Show", [12, 24, 48], index=1, key="gradcam_limit")
 
 shown, matching = faces.select_faces(labels, probs, None if true_choice == ANY else names.index(true_choice),
                                      None if pred_choice == ANY else names.index(pred_choice), outcome, order, limit)
@@ -147,7 +147,7 @@ for row in range(0, len(shown), GRID_COLUMNS):
 
 # --- one face in detail -------------------------------------------------------------------
 st.subheader("One face in detail")
-k = st.selectbox("Face", range(len(shown)), key="detail",
+k = st.selectbox("Face", range(len(shown)), key="gradcam_detail",
                  format_func=lambda k: f"{k + 1}. {split.ids[shown[k]]} (true {names[labels[shown[k]]]})")
 i = shown[k]
 show_detail(crops[k], explanations[k], f"{split.ids[i]}: true class {names[labels[i]]}, predicted "

@@ -40,9 +40,9 @@ if not choices:
     st.stop()
 
 left, right = st.columns(2)
-checkpoint_label = left.selectbox("Model", list(choices), key="checkpoint",
+checkpoint_label = left.selectbox("Model", list(choices), key="predict_checkpoint",
                                   help="Bundled checkpoints first, then the best checkpoint of each training run.")
-method = right.selectbox("Grad-CAM method", list(CAM_METHOD_NAMES), key="method",
+method = right.selectbox("Grad-CAM method", list(CAM_METHOD_NAMES), key="predict_method",
                          help="How the class-activation map is computed; the map explains each face's "
                               "predicted class.")
 checkpoint = choices[checkpoint_label]
@@ -52,11 +52,11 @@ st.caption(f"{classifier.arch}, {classifier.img_size} px input, classes: {', '.j
 
 # --- the photos ---------------------------------------------------------------------------
 uploads = st.file_uploader("Photos (JPEG, PNG or WebP)", type=faces.UPLOAD_TYPES, accept_multiple_files=True,
-                           key="uploads")
+                           key="predict_uploads")
 images = [(u, u.name) for u in uploads or []]
-if st.toggle("Take a photo with the camera", key="use_camera",
+if st.toggle("Take a photo with the camera", key="predict_use_camera",
              help="The browser asks for the camera only while this is on."):
-    shot = st.camera_input("Camera", key="camera")
+    shot = st.camera_input("Camera", key="predict_camera")
     if shot is not None:
         images.append((shot, "Camera photo"))
 
@@ -68,7 +68,7 @@ results: list[ImagePrediction] = []
 for upload, title in images:
     st.divider()
     st.subheader(title)
-    whole_key = f"whole:{upload.file_id}"
+    whole_key = f"predict_whole:{upload.file_id}"
     whole = bool(st.session_state.get(whole_key, False))
     try:
         analysis = analyse(upload.getvalue(), upload.name, str(checkpoint), mtime, not whole)
@@ -99,7 +99,7 @@ for upload, title in images:
     image_col.image(analysis.preview, caption=f"{title}: {found}", width="stretch")
     image_col.download_button("Download the annotated image (PNG)", analysis.annotated_png,
                               file_name=f"{Path(upload.name).stem}_annotated.png", mime="image/png",
-                              key=f"png:{upload.file_id}", on_click="ignore")
+                              key=f"predict_png:{upload.file_id}", on_click="ignore")
     shown = min(n, MAX_FACES_SHOWN)
     try:
         cams = grad_cams(analysis.faces[:shown], str(checkpoint), mtime, method)
@@ -118,11 +118,11 @@ for upload, title in images:
                 else:
                     pics.image(analysis.faces[i], caption="face", width="stretch")
                 bars.plotly_chart(faces.probability_figure(face.probabilities, face.label),
-                                  key=f"bars:{upload.file_id}:{i}", config={"displayModeBar": False})
+                                  key=f"predict_bars:{upload.file_id}:{i}", config={"displayModeBar": False})
 
 # --- every face in one table --------------------------------------------------------------
 st.divider()
 st.subheader("All faces")
-st.dataframe(faces.predictions_frame(results, classifier.class_names), hide_index=True)
+st.dataframe(faces.predictions_frame(results, classifier.class_names), hide_index=True, key="predict_faces_table")
 st.download_button("Download the table (CSV)", faces.predictions_csv(results, classifier.class_names),
-                   file_name="predictions.csv", mime="text/csv", key="csv", on_click="ignore")
+                   file_name="predictions.csv", mime="text/csv", key="predict_csv", on_click="ignore")

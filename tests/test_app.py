@@ -1,5 +1,6 @@
 """The home page starts and reports what it finds (Streamlit's AppTest, no browser)."""
 
+import ast
 import sys
 import threading
 import time
@@ -105,3 +106,40 @@ def test_background_imports_wait_while_a_page_script_runs_and_then_for_a_quiet_s
     assert time.monotonic() - ended >= 1.0   # a quiet second after the last script
     assert not thread.is_alive() and sys.modules["fer_studio_probe_module"].LOADED
 
+
+# the Streamlit calls that make a widget (a value, an event or a selection the page reads), keyed per page
+WIDGETS = {"button", "download_button", "link_button", "checkbox", "toggle", "radio", "selectbox", "multiselect",
+           "select_slider", "slider", "text_input", "number_input", "text_area", "date_input", "time_input",
+           "datetime_input", "file_uploader", "camera_input", "audio_input", "color_picker", "data_editor",
+           "dataframe", "plotly_chart", "altair_chart", "vega_lite_chart", "pydeck_chart", "tabs",
+           "form_submit_button", "pills", "segmented_control", "feedback", "chat_input"}
+KEY_PREFIXES = {"app.py": "home_", "pages/1_Train.py": "train_", "pages/2_Metrics.py": "metrics_",
+                "pages/3_Grad-CAM.py": "gradcam_", "pages/4_Predict.py": "predict_"}
+
+
+def widget_keys(script: str) -> list[tuple[int, str, str | None]]:
+    """(line, call, the key's literal start or None) of each widget call in ``script``; a key held in a variable
+    is followed to its assignment in the same file."""
+    tree = ast.parse((ROOT / script).read_text())
+    assigned = {t.id: node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+
+    def literal_start(node) -> str | None:
+        node = assigned.get(node.id, node) if isinstance(node, ast.Name) else node
+        if isinstance(node, ast.JoinedStr) and node.values:
+            node = node.values[0]
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+    return [(node.lineno, node.func.attr,
+             next((literal_start(k.value) for k in node.keywords if k.arg == "key"), None))
+            for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in WIDGETS]
+
+
+def test_every_widget_has_a_key_named_after_its_page():
+    """AppTest finds widgets by key, and keys shared between pages share their state: each page's own prefix."""
+    for script, prefix in KEY_PREFIXES.items():
+        found = widget_keys(script)
+        assert found or script == "app.py", script
+        unprefixed = [(line, call, key) for line, call, key in found if not (key or "").startswith(prefix)]
+        assert unprefixed == [], f"{script}: widgets without a key starting with {prefix!r}"

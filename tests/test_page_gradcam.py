@@ -51,54 +51,54 @@ def _counts(at: AppTest) -> tuple[int, int]:
 def test_grid_filters_and_detail(with_data):
     at = _page()
     assert not at.exception and not at.error
-    assert at.selectbox(key="split").value == "PublicTest"
+    assert at.selectbox(key="gradcam_split").value == "PublicTest"
     assert _counts(at) == (7 * PER_CLASS, 24)
     assert len(_grid(at)) == 24
     assert at.get("plotly_chart")  # the detail's probabilities
 
-    at.selectbox(key="true_class").set_value("happy").run()
+    at.selectbox(key="gradcam_true_class").set_value("happy").run()
     assert _counts(at) == (PER_CLASS, PER_CLASS)
     assert all("true happy," in c for c in _grid(at)) and len(_grid(at)) == PER_CLASS
 
-    at.selectbox(key="true_class").set_value("any").run()
-    right = _counts(at.selectbox(key="outcome").set_value("right").run())[0]
+    at.selectbox(key="gradcam_true_class").set_value("any").run()
+    right = _counts(at.selectbox(key="gradcam_outcome").set_value("right").run())[0]
     assert all("✓" in c for c in _grid(at))
-    wrong = _counts(at.selectbox(key="outcome").set_value("wrong").run())[0]
+    wrong = _counts(at.selectbox(key="gradcam_outcome").set_value("wrong").run())[0]
     assert all("✗" in c for c in _grid(at))
     assert right + wrong == 7 * PER_CLASS
     if not wrong:
         assert any("No face matches" in i.value for i in at.info)
 
-    at.selectbox(key="outcome").set_value("all")
-    at.selectbox(key="predicted_class").set_value("surprise").run()
+    at.selectbox(key="gradcam_outcome").set_value("all")
+    at.selectbox(key="gradcam_predicted_class").set_value("surprise").run()
     matching, shown = _counts(at)
     assert shown == min(matching, 24) and all("predicted surprise" in c for c in _grid(at))
 
-    at.selectbox(key="predicted_class").set_value("any")
-    at.selectbox(key="limit").set_value(12).run()
+    at.selectbox(key="gradcam_predicted_class").set_value("any")
+    at.selectbox(key="gradcam_limit").set_value(12).run()
     assert _counts(at) == (7 * PER_CLASS, 12) and len(_grid(at)) == 12
     assert not at.exception
 
 
 def test_method_target_split_and_detail_face(with_data):
     at = _page()
-    at.selectbox(key="method").set_value("gradcam++").run()
+    at.selectbox(key="gradcam_method").set_value("gradcam++").run()
     assert not at.exception
     assert any(c.startswith("gradcam++ for ") for i in at.image for c in i.captions)
 
-    at.selectbox(key="target").set_value("angry").run()
+    at.selectbox(key="gradcam_target").set_value("angry").run()
     assert not at.exception
     detail = [c for i in at.image for c in i.captions if " for " in c]
     assert detail and detail[0].startswith("gradcam++ for angry (predicted ")
 
-    at.selectbox(key="detail").set_value(2).run()
+    at.selectbox(key="gradcam_detail").set_value(2).run()
     note = at.caption[-1].value
-    assert not at.exception and at.selectbox(key="detail").value == 2
+    assert not at.exception and at.selectbox(key="gradcam_detail").value == 2
     assert re.search(r"PublicTest_\d+\.png: true class", note)
-    label = at.selectbox(key="detail").format_func(2)
+    label = at.selectbox(key="gradcam_detail").format_func(2)
     assert label.startswith("3. ") and "PublicTest_" in label and label.split(" ")[1] in note
 
-    at.selectbox(key="split").set_value("PrivateTest").run()
+    at.selectbox(key="gradcam_split").set_value("PrivateTest").run()
     assert not at.exception
     assert _counts(at)[0] == 7 * PER_CLASS
     assert "PrivateTest" in at.caption[-1].value
@@ -108,7 +108,7 @@ def test_without_data_set_offers_an_upload(without_data, face_photo):
     at = _page()
     assert not at.exception
     assert any("FER-2013 was not found" in i.value for i in at.info)
-    at.file_uploader(key="face_upload").set_value(("photo.jpg", face_photo.read_bytes(), "image/jpeg")).run()
+    at.file_uploader(key="gradcam_upload").set_value(("photo.jpg", face_photo.read_bytes(), "image/jpeg")).run()
     assert not at.exception and not at.error
     assert any(c.startswith("gradcam for ") for i in at.image for c in i.captions)
     assert "largest face found" in at.caption[-1].value
@@ -116,10 +116,10 @@ def test_without_data_set_offers_an_upload(without_data, face_photo):
 
     buf = io.BytesIO()
     Image.new("L", (100, 80), 90).save(buf, "PNG")
-    at.file_uploader(key="face_upload").set_value(("grey.png", buf.getvalue(), "image/png")).run()
+    at.file_uploader(key="gradcam_upload").set_value(("grey.png", buf.getvalue(), "image/png")).run()
     assert not at.exception and "whole image" in at.caption[-1].value
 
-    at.file_uploader(key="face_upload").set_value(("bad.png", b"not an image", "image/png")).run()
+    at.file_uploader(key="gradcam_upload").set_value(("bad.png", b"not an image", "image/png")).run()
     assert not at.exception and "bad.png" in at.error[0].value
 
 

@@ -47,7 +47,7 @@ def _page() -> AppTest:
 
 
 def _upload(at: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
-    at.file_uploader(key="uploads").set_value(list(files))
+    at.file_uploader(key="predict_uploads").set_value(list(files))
     return at.run()
 
 
@@ -71,7 +71,7 @@ def test_no_checkpoint_is_explained(tmp_path, monkeypatch):
 def test_face_photo_is_labelled_with_probabilities_csv_and_png(env, face_photo, downloads):
     at = _page()
     assert not at.exception
-    assert at.selectbox(key="checkpoint").value == "bundled: tiny"
+    assert at.selectbox(key="predict_checkpoint").value == "bundled: tiny"
     assert any("Upload one or more photos" in t for t in _texts(at.info))
     assert not at.camera_input  # the camera is only requested when asked for
 
@@ -94,7 +94,7 @@ def test_face_photo_is_labelled_with_probabilities_csv_and_png(env, face_photo, 
     annotated = Image.open(io.BytesIO(downloads["photo_annotated.png"]))
     assert annotated.size == (600, 400)
 
-    at.selectbox(key="method").set_value("eigencam").run()  # another CAM method: still one face and map
+    at.selectbox(key="predict_method").set_value("eigencam").run()  # another CAM method: still one face and map
     assert not at.exception and len(at.get("plotly_chart")) == 1
     assert any(c.startswith("eigencam") for i in at.image for c in i.captions)
 
@@ -158,9 +158,9 @@ def test_huge_cmyk_and_16_bit_images(env, downloads):
 
 def test_camera_photo(env, face_photo, downloads):
     at = _page()
-    at.toggle(key="use_camera").set_value(True).run()
+    at.toggle(key="predict_use_camera").set_value(True).run()
     assert not at.exception and len(at.camera_input) == 1
-    at.camera_input(key="camera").upload("image.jpg", face_photo.read_bytes()).run()
+    at.camera_input(key="predict_camera").upload("image.jpg", face_photo.read_bytes()).run()
     assert not at.exception and not at.error
     assert "Camera photo" in _texts(at.subheader)
     assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
