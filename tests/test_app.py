@@ -1,9 +1,13 @@
 """The home page starts and reports what it finds (Streamlit's AppTest, no browser)."""
 
 import ast
+import json
+import os
+import subprocess
 import sys
 import threading
 import time
+import tomllib
 
 from streamlit.testing.v1 import AppTest
 
@@ -11,6 +15,7 @@ from conftest import HEAVY_LIBRARIES, ROOT, heavy_libraries_loaded_by, make_fold
 from fer_core.data import load_dataset
 
 APP = str(ROOT / "app.py")
+CONFIG = ROOT / ".streamlit" / "config.toml"
 
 
 def test_home_without_data_set(monkeypatch, tmp_path):
@@ -105,6 +110,37 @@ def test_background_imports_wait_while_a_page_script_runs_and_then_for_a_quiet_s
     thread.join(30)
     assert time.monotonic() - ended >= 1.0   # a quiet second after the last script
     assert not thread.is_alive() and sys.modules["fer_studio_probe_module"].LOADED
+
+
+def test_the_server_listens_on_this_machine_only():
+    """`streamlit run app.py` serves 127.0.0.1, answers only to its local names, and leaves Streamlit's request
+    protections on; uploads are sized for photos (and videos to come), not for a data set."""
+    config = tomllib.loads(CONFIG.read_text())
+    server = config["server"]
+    assert server["address"] == "127.0.0.1"
+    assert server["allowedHosts"] == ["localhost", "127.0.0.1"]
+    assert server["headless"] is True and server["runOnSave"] is False
+    assert server["maxUploadSize"] == 200
+    assert server.get("enableXsrfProtection", True) is True and server.get("enableCORS", True) is True
+    assert server.get("enableStaticServing", False) is False
+    assert config["browser"]["gatherUsageStats"] is False
+    assert config["client"]["toolbarMode"] == "minimal"
+
+
+def test_streamlit_reads_the_config_as_written():
+    """Every setting names a Streamlit option (a misspelt one would be ignored) and Streamlit reads its value."""
+    config = tomllib.loads(CONFIG.read_text())
+    written = {f"{section}.{name}": value for section, options in config.items() for name, value in options.items()}
+    code = ("import json, sys\n"
+            "from streamlit import config\n"
+            "options = config.get_config_options(force_reparse=True)\n"
+            "names = json.loads(sys.argv[1])\n"
+            "print(json.dumps({n: config.get_option(n) if n in options else 'UNKNOWN OPTION' for n in names}))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}   # no overrides
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(list(written))], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == written
 
 
 # the Streamlit calls that make a widget (a value, an event or a selection the page reads), keyed per page
