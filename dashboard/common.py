@@ -41,6 +41,45 @@ def data_path() -> Path | None:
     return find_fer2013()
 
 
+# where a data path typed into the dashboard may point: these folders and any named in the setting
+DATA_ROOTS_SETTING = "FER_STUDIO_DATA_ROOTS"
+
+
+def allowed_data_roots() -> list[Path]:
+    """The folders a data path typed into the dashboard may lie in, resolved, existing, each once: the folder of
+    the data set found (:func:`data_path`), the usual data folders (the repository's ``data/``,
+    ``../shared/data/``), ``$FER2013_PATH`` (the folder it names, or a CSV's folder), and every folder in
+    ``$FER_STUDIO_DATA_ROOTS`` (separated by ``os.pathsep``). Read on each call."""
+    found = data_path()
+    candidates = [found.parent if found is not None else None, ROOT / "data", ROOT.parent / "shared" / "data"]
+    if os.environ.get("FER2013_PATH"):
+        named = Path(os.environ["FER2013_PATH"]).expanduser()
+        candidates.append(named.parent if named.is_file() else named)
+    candidates += [Path(p).expanduser() for p in os.environ.get(DATA_ROOTS_SETTING, "").split(os.pathsep) if p]
+    roots = [p.resolve() for p in candidates if p is not None and p.is_dir()]
+    return list(dict.fromkeys(roots))
+
+
+def confine_data_path(text: str) -> Path:
+    """The data path typed by a user, resolved (``~`` expanded, symlinks followed, relative to the repository),
+    if it lies inside one of :func:`allowed_data_roots`; else ValueError with a message for the page. The file
+    itself is not opened."""
+    roots = allowed_data_roots()
+    allowed = ", ".join(f"`{r}`" for r in roots) or "none (no data folder exists)"
+    hint = (f"Data sets are read only from the data folders: {allowed}. To use another folder, add it to "
+            f"`{DATA_ROOTS_SETTING}` (folders separated by `{os.pathsep}`) and restart the dashboard.")
+    if not text.strip():
+        raise ValueError(f"No data path given. {hint}")
+    try:
+        path = Path(text.strip()).expanduser()
+        path = (path if path.is_absolute() else ROOT / path).resolve()
+    except (OSError, RuntimeError, ValueError):   # a symlink loop, a NUL byte
+        raise ValueError(f"`{text}` is not a usable path. {hint}") from None
+    if not any(path.is_relative_to(root) for root in roots):
+        raise ValueError(f"`{text}` is outside the data folders. {hint}")
+    return path
+
+
 def run_store() -> RunStore:
     return RunStore(runs_dir())
 
