@@ -46,17 +46,16 @@ DATA_ROOTS_SETTING = "FER_STUDIO_DATA_ROOTS"
 
 
 def allowed_data_roots() -> list[Path]:
-    """The folders a data path typed into the dashboard may lie in, resolved, existing, each once: the folder of
-    the data set found (:func:`data_path`), the usual data folders (the repository's ``data/``,
-    ``../shared/data/``), ``$FER2013_PATH`` (the folder it names, or a CSV's folder), and every folder in
-    ``$FER_STUDIO_DATA_ROOTS`` (separated by ``os.pathsep``). Read on each call."""
-    found = data_path()
-    candidates = [found.parent if found is not None else None, ROOT / "data", ROOT.parent / "shared" / "data"]
+    """The places a data path typed into the dashboard may lie in, resolved, existing, each once: the usual data
+    folders (the repository's ``data/``, ``../shared/data/``), the data set found (:func:`data_path`: the folder,
+    or the CSV file, that ``$FER2013_PATH`` names, else one in those folders), and every folder in
+    ``$FER_STUDIO_DATA_ROOTS`` (separated by ``os.pathsep``). Not the folder around ``$FER2013_PATH``: that may be
+    a home folder. Read on each call."""
+    candidates = [ROOT / "data", ROOT.parent / "shared" / "data", data_path()]
     if os.environ.get("FER2013_PATH"):
-        named = Path(os.environ["FER2013_PATH"]).expanduser()
-        candidates.append(named.parent if named.is_file() else named)
+        candidates.append(Path(os.environ["FER2013_PATH"]).expanduser())
     candidates += [Path(p).expanduser() for p in os.environ.get(DATA_ROOTS_SETTING, "").split(os.pathsep) if p]
-    roots = [p.resolve() for p in candidates if p is not None and p.is_dir()]
+    roots = [p.resolve() for p in candidates if p is not None and p.exists()]
     return list(dict.fromkeys(roots))
 
 

@@ -41,13 +41,17 @@ def test_the_allowed_roots_are_the_data_folders_and_the_setting(checkout, monkey
     assert common.allowed_data_roots()[-1] == extra   # the missing folder and the empty entry are left out
 
 
-def test_a_csv_named_by_fer2013_path_allows_its_folder(checkout, monkeypatch):
-    csv = checkout / "elsewhere" / "fer2013.csv"
-    csv.parent.mkdir()
+def test_fer2013_path_outside_the_checkout_allows_that_data_set_not_the_folder_around_it(checkout, monkeypatch):
+    outside = checkout / "outside"
+    monkeypatch.setenv("FER2013_PATH", str(outside / "fer2013"))
+    assert common.confine_data_path(str(outside / "fer2013" / "train")) == outside / "fer2013" / "train"
+    assert "SECRET-CONTENT" not in refusal(str(outside / "secret.txt"))
+    csv = outside / "fer2013.csv"
     csv.write_text("emotion,pixels,Usage\n")
     monkeypatch.setenv("FER2013_PATH", str(csv))
-    assert csv.parent in common.allowed_data_roots()
+    assert csv in common.allowed_data_roots()
     assert common.confine_data_path(str(csv)) == csv
+    refusal(str(outside / "fer2013"))   # the CSV, not its neighbours
 
 
 def test_a_data_set_inside_a_root_is_accepted_resolved(checkout, monkeypatch):
