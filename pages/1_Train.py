@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:  # `streamlit run pages/1_Train.py` puts only page
 from dashboard import common  # noqa: E402
 from dashboard import training_charts as charts  # noqa: E402
 from fer_core.config import MODEL_NAMES, PRESETS, TrainConfig  # noqa: E402
-from fer_core.data import FER2013_CLASSES  # noqa: E402
+from fer_core.data import FER2013_CLASSES, check_data_source  # noqa: E402
 from fer_core.runs import Run, RunError, best_row, check_run_id  # noqa: E402
 
 ACTIVE = ("queued", "running")
@@ -52,16 +52,16 @@ def config_from_form() -> tuple[TrainConfig, str | None]:
     data = ss.train_data.strip()
     if not data:
         raise ValueError("Give the data set's location: a FER-2013 folder, fer2013.csv, or a folder of class folders.")
-    data_path = Path(data).expanduser()
-    if not data_path.exists():
-        raise ValueError(f"The data set `{data}` does not exist.")
+    # only inside the configured data folders, and only a data set: checked before any process starts, and the
+    # messages name the path, never what a file holds
+    data_path = check_data_source(common.confine_data_path(data))
     name = ss.train_run_name.strip() or None
     if name is not None:
         check_run_id(name)
     classes = [c for c in FER2013_CLASSES if c in ss.train_classes]
     if len(classes) == 1:
         raise ValueError("Choose at least two classes (or none for all seven).")
-    overrides = {"data": str(data_path.resolve()), "model": ss.train_model, "classes": classes or None,
+    overrides = {"data": str(data_path), "model": ss.train_model, "classes": classes or None,
                  **{f: ss[f"train_{f}"] for f in INT_FIELDS + FLOAT_FIELDS}}
     overrides["backbone_lr"] = overrides["backbone_lr"] or None
     preset = ss.train_preset

@@ -28,11 +28,13 @@ def synthetic_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def runs_dir(tmp_path, monkeypatch) -> Path:
-    """An empty runs folder for the page (dashboard.common reads $FER_STUDIO_RUNS), and one thread for
-    the training processes it starts (they inherit the environment). Kills what is left at the end."""
+def runs_dir(tmp_path, tmp_path_factory, monkeypatch) -> Path:
+    """An empty runs folder for the page (dashboard.common reads $FER_STUDIO_RUNS), the tests' temporary folders
+    as the allowed data folders, and one thread for the training processes it starts (they inherit the
+    environment). Kills what is left at the end."""
     root = tmp_path / "runs"
     monkeypatch.setenv("FER_STUDIO_RUNS", str(root))
+    monkeypatch.setenv("FER_STUDIO_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("FER2013_PATH", str(tmp_path / "no-fer2013"))
     yield root
@@ -173,6 +175,22 @@ def test_bad_form_values_show_an_error_and_create_nothing(runs_dir, synthetic_da
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
     assert not (tmp_path / "evil").exists() and not Path("/tmp/evil").exists()
     assert "No training runs" in texts(at.info)
+
+
+def test_a_data_path_outside_the_data_folders_or_not_a_data_set_starts_nothing(runs_dir, tmp_path):
+    secret = "root:$6$c2VjcmV0:19000:0:99999:7:::"
+    (tmp_path / "shadow").write_text(secret + "\n")
+    (tmp_path / "headerless.csv").write_text(secret + "\n")
+    (tmp_path / "empty-folder").mkdir()
+    at = page()
+    for path, message in (("/etc/shadow", "FER_STUDIO_DATA_ROOTS"), (tmp_path / "shadow", "is not a data set"),
+                          (tmp_path / "headerless.csv", "not a FER-2013 CSV"),
+                          (tmp_path / "empty-folder", "no class folders")):
+        at = submit(at, path, name="leak")
+        assert message in texts(at.error), (path, texts(at.error))
+        assert "root:" not in texts(at.error) and "c2VjcmV0" not in texts(at.error)
+    assert not at.exception and not at.success
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
 def test_stop_then_resume(runs_dir, synthetic_data):
