@@ -5,10 +5,15 @@ Metadata keys (all strings; JSON where structured): ``format``, ``arch``, ``clas
 training config), ``epoch``, ``metrics``. A ``last`` checkpoint also carries the training state
 (optimizer moments, EMA weights, step counters) under the ``train_state.`` prefix, so a run resumes
 from it; model loaders ignore those tensors.
+
+Nothing in a file is taken on trust: ``storage.read_metadata`` checks each field's type and range,
+:meth:`FerClassifier.from_checkpoint` refuses NaN or infinite weights, and :meth:`FerClassifier.logits`
+refuses NaN or infinite outputs, so a broken file is a clear error rather than confident-looking labels.
 """
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +57,11 @@ def ema_weights(train_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(model state, training state) of a checkpoint."""
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors' own error names no file
+        raise CheckpointError(f"{path}: the weights cannot be read ({textwrap.shorten(str(e), 100)}); "
+                              "the file may be truncated or corrupt") from None
     model = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIX)}
     state = {k[len(STATE_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
     return model, state
@@ -69,23 +78,20 @@ class FerClassifier:
     std: float
     arch: str
     metadata: dict
+    source: str = ""  # the checkpoint file, for error messages
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> FerClassifier:
-        meta = read_metadata(path)
+        meta = read_metadata(path)  # checked: every field used here is there, typed and in range
         from .models import create_model  # timm: imported only when a model is built
 
         model = create_model(meta["arch"], num_classes=len(meta["class_names"]), img_size=meta["img_size"],
                              output_stride=meta["output_stride"], drop_rate=meta["drop_rate"])
         state, _ = read_tensors(path)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not fit a {meta['arch']}: {e}") from None
+        _load_weights(model, state, path, meta["arch"])
         model.to(device).eval().to(memory_format=torch.channels_last)
         return cls(model, tuple(meta["class_names"]), meta["img_size"], meta["mean"][0], meta["std"][0],
-                   meta["arch"], meta)
+                   meta["arch"], meta, str(path))
 
     @property
     def device(self) -> torch.device:
@@ -109,6 +115,17 @@ class FerClassifier:
             x = x[None]
         return to_model_input(x.to(self.device), self.img_size, self.mean, self.std)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float logits for a batch from :meth:`preprocess`. Non-finite ones are refused: softmax would turn
+        them into NaN probabilities, and argmax into a confident-looking label."""
+        out = self.model(x).float()
+        finite = torch.isfinite(out).all(1)
+        if not finite.all():
+            raise CheckpointError(f"{self.source or 'the model'}: NaN or infinite outputs for "
+                                  f"{int((~finite).sum())} of {len(out)} faces; its weights overflow "
+                                  "(a corrupt checkpoint or one saved from a diverged run)")
+        return out
+
     @torch.no_grad()
     def predict_proba(self, faces: torch.Tensor | np.ndarray, batch_size: int = 256) -> np.ndarray:
         faces = torch.as_tensor(faces)
@@ -116,9 +133,22 @@ class FerClassifier:
             faces = faces[None]
         out = []
         for i in range(0, len(faces), batch_size):
-            logits = self.model(self.preprocess(faces[i:i + batch_size]))
-            out.append(torch.softmax(logits.float(), 1).cpu())
+            out.append(torch.softmax(self.logits(self.preprocess(faces[i:i + batch_size])), 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, arch: str) -> None:
+    """Load a checkpoint's weights (fp16 ones as float32), refusing NaN or infinite values: they come from a
+    corrupt file or a diverged run, and every answer of the model would be NaN."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensors hold NaN or infinite values (the first: "
+                              f"{bad[0]}); the file is corrupt or was saved from a diverged run")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch lists every missing key: hundreds of lines for a file of another model
+        raise CheckpointError(f"{path}: weights do not fit a {arch}: {textwrap.shorten(str(e), 300)}") from None
 
 
 class LogitSubset(torch.nn.Module):

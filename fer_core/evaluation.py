@@ -43,7 +43,7 @@ def predict_split(classifier: FerClassifier, images: torch.Tensor, tta: str = "n
         starts = tqdm(starts, desc="evaluating", leave=False)
     for i in starts:
         x = classifier.preprocess(images[i:i + batch_size])
-        probs = [torch.softmax(classifier.model(v).float(), 1) for v in tta_views(x, tta)]
+        probs = [torch.softmax(classifier.logits(v), 1) for v in tta_views(x, tta)]
         out.append(torch.stack(probs).mean(0).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, len(classifier.class_names)), np.float32)
 

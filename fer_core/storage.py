@@ -106,7 +106,9 @@ def model_metadata(arch: str, class_names, img_size: int, mean: float, std: floa
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The checkpoint's metadata, with JSON fields decoded."""
+    """The checkpoint's metadata, with its fields decoded and checked (``_metadata_fields``): a field that is
+    missing, malformed or out of range is one CheckpointError naming the file, the field and what it must be.
+    Other keys (a last checkpoint's ``optimizer_groups`` and ``progress``) stay strings."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
@@ -114,18 +116,118 @@ def read_metadata(path: str | Path) -> dict:
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
     except Exception as e:
-        raise CheckpointError(f"{path} is not a safetensors checkpoint: {e}") from None
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: {_shown(str(e), 100)}") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} has no FER Studio metadata (format {meta.get('format')!r})")
-    out: dict = dict(meta)
-    for key in ("class_names", "mean", "std", "config", "metrics"):
-        if key in meta:
-            out[key] = json.loads(meta[key])
-    for key in ("img_size", "in_chans", "output_stride", "epoch"):
-        if key in meta:
-            out[key] = int(meta[key])
-    out["drop_rate"] = float(meta.get("drop_rate", 0.0))
+        shown = _shown(meta["format"]) if "format" in meta else "none"
+        raise CheckpointError(f"{path} has no FER Studio metadata (format {shown}, not {FORMAT!r})")
+    return {**meta, **_checked_fields(path, meta)}
+
+
+# Bounds of a usable checkpoint: beyond them a file is corrupt, or would have the loader allocate gigabytes
+# (img_size) or name labels that mean nothing (a thousand classes, or the same name twice).
+MAX_CLASSES = 100
+MAX_CLASS_NAME = 100
+IMG_SIZE_RANGE = (16, 512)
+OUTPUT_STRIDES = (8, 16, 32)
+_REQUIRED = object()
+
+
+def _checked_fields(path: Path, meta: dict[str, str]) -> dict:
+    """The typed value of each known field of ``meta`` (its default where absent and allowed to be)."""
+    out = {}
+    for key, (parse, expected, default) in _metadata_fields().items():
+        if key not in meta:
+            if default is _REQUIRED:
+                raise CheckpointError(f"{path}: the metadata has no {key!r} (it must be {expected})")
+            if default is not None:
+                out[key] = default
+            continue
+        try:
+            out[key] = parse(meta[key])
+        except (ValueError, TypeError, RecursionError):  # JSONDecodeError is a ValueError
+            raise CheckpointError(f"{path}: metadata {key!r} must be {expected}, not {_shown(meta[key])}") from None
     return out
+
+
+def _metadata_fields() -> dict[str, tuple]:
+    """key -> (parse: text -> value, raising ValueError or TypeError; what it must be; default or _REQUIRED)."""
+    from .config import MODEL_NAMES  # plain data, no heavy imports
+
+    lo, hi = IMG_SIZE_RANGE
+    return {
+        "arch": (_one_of(MODEL_NAMES), f"one of {', '.join(MODEL_NAMES)}", _REQUIRED),
+        "class_names": (_class_names, f"a JSON list of 2 to {MAX_CLASSES} different names, each 1 to "
+                        f"{MAX_CLASS_NAME} characters", _REQUIRED),
+        "img_size": (_whole(lo, hi), f"a whole number of pixels from {lo} to {hi}", _REQUIRED),
+        "in_chans": (_one_of((1,), int), "1 (grey input)", None),
+        "mean": (_one_number(positive=False), "a JSON list of one finite number", _REQUIRED),
+        "std": (_one_number(positive=True), "a JSON list of one finite number above 0", _REQUIRED),
+        "output_stride": (_one_of(OUTPUT_STRIDES, int), "8, 16 or 32", _REQUIRED),
+        "drop_rate": (_fraction, "a number from 0 to below 1", 0.0),
+        "epoch": (_whole(0), "a whole number from 0", None),
+        "config": (_json_object, "a JSON object", None),
+        "metrics": (_json_object, "a JSON object", None),
+    }
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A value as an error message quotes it: its start only, so a corrupt header's megabytes stay out."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def _whole(lo: int, hi: int | None = None):
+    def parse(text: str) -> int:
+        value = int(text)  # "64"; "64.0", "" and "big" raise ValueError
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError(text)
+        return value
+    return parse
+
+
+def _one_of(options: tuple, convert=str):
+    def parse(text: str):
+        value = convert(text)
+        if value not in options:
+            raise ValueError(text)
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:  # NaN fails this too
+        raise ValueError(text)
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _one_number(positive: bool):
+    def parse(text: str) -> list[float]:
+        values = json.loads(text)
+        if not (isinstance(values, list) and len(values) == 1 and _is_number(values[0])
+                and (values[0] > 0 or not positive)):
+            raise ValueError(text)
+        return [float(values[0])]
+    return parse
+
+
+def _class_names(text: str) -> list[str]:
+    names = json.loads(text)
+    if not (isinstance(names, list) and 2 <= len(names) <= MAX_CLASSES
+            and all(isinstance(n, str) and 1 <= len(n) <= MAX_CLASS_NAME for n in names)
+            and len(set(names)) == len(names)):
+        raise ValueError(text)
+    return names
+
+
+def _json_object(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(text)
+    return value
 
 
 def save_report(report: dict, path: str | Path) -> None:
