@@ -3,6 +3,10 @@
 A report holds accuracy; macro and weighted precision/recall/F1; per-class precision, recall, F1,
 support, mean confidence of right and wrong answers, and calibration; the confusion matrix; and
 one record an image (id, true, predicted, probabilities).
+
+A class with no image in the evaluated split has no recall or F1 (``None``, support 0): it is named in
+``absent_classes`` and left out of the macro average, which a 0 in its place would pull down. A report
+holds no NaN (undefined figures are ``None``), so it is standard JSON.
 """
 from __future__ import annotations
 
@@ -67,37 +71,26 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -
 
 def build_report(y_true: np.ndarray, probs: np.ndarray, class_names, ids: list[str] | None = None,
                  n_bins: int = 15) -> dict:
-    """A report from true labels and predicted probabilities."""
-    from sklearn.metrics import classification_report, confusion_matrix  # a second of import: only here
+    """A report from true labels (class indices) and predicted probabilities (images, classes)."""
+    from sklearn.metrics import confusion_matrix  # a second of import: only here
 
-    y_true = np.asarray(y_true)
-    probs = np.asarray(probs, dtype=np.float64)
-    k = len(class_names)
+    y_true, probs = _checked_inputs(y_true, probs, len(class_names))
     y_pred = probs.argmax(1)
     conf = probs.max(1)
     correct = y_pred == y_true
-    sk = classification_report(y_true, y_pred, labels=list(range(k)), target_names=list(class_names),
-                               output_dict=True, zero_division=0)
-    per_class = {}
-    for c, name in enumerate(class_names):
-        true_c, pred_c = y_true == c, y_pred == c
-        per_class[name] = {
-            "precision": sk[name]["precision"], "recall": sk[name]["recall"], "f1": sk[name]["f1-score"],
-            "support": int(sk[name]["support"]), "predicted": int(pred_c.sum()),
-            "mean_confidence_correct": _mean(conf[true_c & correct]),
-            "mean_confidence_wrong": _mean(conf[true_c & ~correct]),
-            # calibration of the answers the model gave for this class
-            **{f"calibration_{k2}": v for k2, v in calibration(conf[pred_c], correct[pred_c], n_bins).items()},
-        }
+    labels = list(range(len(class_names)))
+    per_class = _per_class(y_true, y_pred, conf, correct, class_names, n_bins)
+    present = [c for c in labels if per_class[class_names[c]]["support"]]
     cal = calibration(conf, correct, n_bins)
     return {
         "num_images": int(len(y_true)),
         "class_names": list(class_names),
-        "accuracy": float(correct.mean()) if len(y_true) else 0.0,
-        "macro": {k2: sk["macro avg"][k1] for k1, k2 in _AVG_KEYS},
-        "weighted": {k2: sk["weighted avg"][k1] for k1, k2 in _AVG_KEYS},
+        "accuracy": float(correct.mean()),
+        "macro": _average(y_true, y_pred, present, "macro"),
+        "weighted": _average(y_true, y_pred, present, "weighted"),
+        "absent_classes": [class_names[c] for c in labels if c not in present],
         "per_class": per_class,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "ece": cal["ece"],
         "reliability": cal["bins"],
         "mean_confidence": _mean(conf),
@@ -109,7 +102,50 @@ def build_report(y_true: np.ndarray, probs: np.ndarray, class_names, ids: list[s
     }
 
 
-_AVG_KEYS = (("precision", "precision"), ("recall", "recall"), ("f1-score", "f1"))
+def _checked_inputs(y_true, probs, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities as arrays, refusing what would put NaN or nonsense in a report."""
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    if not len(y_true):
+        raise ValueError("a report needs at least one image")
+    if probs.shape != (len(y_true), num_classes):
+        raise ValueError(f"probabilities must be one row of {num_classes} a label ({len(y_true)} labels), "
+                         f"not of shape {probs.shape}")
+    finite = np.isfinite(probs).all(1)
+    if not finite.all():
+        raise ValueError(f"{int((~finite).sum())} of {len(probs)} images have NaN or infinite probabilities")
+    if y_true.dtype.kind not in "iu" or y_true.min() < 0 or y_true.max() >= num_classes:
+        raise ValueError(f"true labels must be class indices from 0 to {num_classes - 1}")
+    return y_true, probs
+
+
+def _per_class(y_true, y_pred, conf, correct, class_names, n_bins: int) -> dict[str, dict]:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(class_names))), zero_division=0)
+    per_class = {}
+    for c, name in enumerate(class_names):
+        true_c, pred_c = y_true == c, y_pred == c
+        absent = not support[c]   # no image of the class: its recall and F1 are undefined, not 0
+        per_class[name] = {
+            "precision": None if absent and not pred_c.any() else float(precision[c]),
+            "recall": None if absent else float(recall[c]), "f1": None if absent else float(f1[c]),
+            "support": int(support[c]), "predicted": int(pred_c.sum()),
+            "mean_confidence_correct": _mean(conf[true_c & correct]),
+            "mean_confidence_wrong": _mean(conf[true_c & ~correct]),
+            # calibration of the answers the model gave for this class
+            **{f"calibration_{k}": v for k, v in calibration(conf[pred_c], correct[pred_c], n_bins).items()},
+        }
+    return per_class
+
+
+def _average(y_true, y_pred, present: list[int], average: str) -> dict:
+    """Precision, recall and F1 averaged over the classes with images in the split."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=average, zero_division=0)
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}
 
 
 def _mean(a: np.ndarray) -> float | None:

@@ -196,3 +196,67 @@ def test_report_probabilities_only_for_the_same_images_classes_and_no_tta():
     assert report_probabilities(report, ["a", "b"], names) is None             # other images
     assert report_probabilities(report, ["a", "b", "c"], names[::-1]) is None  # other classes
     assert report_probabilities({**report, "tta": "flip"}, ["a", "b", "c"], names) is None
+
+
+def test_a_class_without_test_images_is_left_out_of_the_macro_average():
+    # a, b have images; c has none, but the model said c once (a wrong answer for a b face)
+    y = np.array([0, 0, 1, 1, 1])
+    probs = np.array([[.8, .1, .1], [.6, .3, .1], [.1, .8, .1], [.2, .7, .1], [.1, .2, .7]])
+    rep = build_report(y, probs, NAMES)
+    assert rep["absent_classes"] == ["c"]
+    f1_a, f1_b = 1.0, 2 * 1.0 * (2 / 3) / (1 + 2 / 3)
+    assert rep["macro"]["f1"] == pytest.approx((f1_a + f1_b) / 2)          # not (f1_a + f1_b + 0) / 3
+    assert rep["macro"]["recall"] == pytest.approx((1 + 2 / 3) / 2)
+    assert rep["weighted"]["f1"] == pytest.approx((2 * f1_a + 3 * f1_b) / 5)
+    c = rep["per_class"]["c"]
+    assert (c["support"], c["predicted"], c["recall"], c["f1"], c["precision"]) == (0, 1, None, None, 0.0)
+    # never predicted and absent: no precision either
+    never = build_report(y, probs * [1, 1, 0], NAMES)
+    assert never["per_class"]["c"]["precision"] is None and never["absent_classes"] == ["c"]
+    assert finite_or_none(never)
+    assert build_report(np.array([t for t, _ in CASES]), np.array([p for _, p in CASES]), NAMES)["absent_classes"] == []
+
+
+def finite_or_none(report: dict) -> bool:
+    """Every figure of a report is finite or None (a report holds no NaN)."""
+    def walk(v):
+        if isinstance(v, float):
+            assert np.isfinite(v), v
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(report)
+    return True
+
+
+def test_report_inputs_that_would_give_nan_are_refused():
+    y = np.array([0, 1])
+    with pytest.raises(ValueError, match="1 of 2 images have NaN or infinite probabilities"):
+        build_report(y, np.array([[0.5, 0.5, 0.0], [np.nan, 0.5, 0.5]]), NAMES)
+    with pytest.raises(ValueError, match="one row of 3 a label"):
+        build_report(y, np.array([[0.5, 0.5], [0.5, 0.5]]), NAMES)
+    with pytest.raises(ValueError, match="class indices from 0 to 2"):
+        build_report(np.array([0, 3]), np.full((2, 3), 1 / 3), NAMES)
+    with pytest.raises(ValueError, match="at least one image"):
+        build_report(np.array([], int), np.zeros((0, 3)), NAMES)
+
+
+def _refuse(constant: str):
+    raise ValueError(f"not standard JSON: {constant}")
+
+
+def test_saved_report_is_standard_json(tmp_path):
+    # empty calibration bins, a class never predicted and one absent: every undefined figure is null
+    y = np.array([0, 0, 1])
+    probs = np.array([[.9, .05, .05], [.2, .7, .1], [.3, .6, .1]])
+    report = build_report(y, probs, NAMES, n_bins=10)
+    assert finite_or_none(report)
+    path = tmp_path / "r.json"
+    save_report({**report, "split": "test", "tta": "none"}, path)
+    back = json.loads(path.read_text(), parse_constant=_refuse)
+    assert back["per_class"]["c"]["recall"] is None and back["reliability"][0]["accuracy"] is None
+    with pytest.raises(ValueError, match="not standard JSON: NaN"):
+        json.loads('{"ece": NaN}', parse_constant=_refuse)
