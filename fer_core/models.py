@@ -13,6 +13,7 @@ convolutions run at about 60% of the speed on CPUs.
 from __future__ import annotations
 
 import logging
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -97,21 +98,36 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ModelError(f"{path} is not a weights file PyTorch can read safely: {e}") from None
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch_file(path)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors' own error type, or an OSError, says little without the file name
+        raise ModelError(f"{path} is not a readable safetensors file ({textwrap.shorten(str(e), 100)}); "
+                         "it may be truncated or not a safetensors file at all") from None
+
+
+def _read_torch_file(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise ModelError(f"could not read {path}: {e.strerror or e}") from None
+    except Exception:
+        # torch's message ends in advice to retry with weights_only=False, which would run whatever code the
+        # file holds: it is not passed on
+        raise ModelError(f"{path} is not a plain tensor file PyTorch can read safely: it holds other Python objects "
+                         "than tensors, or is not a PyTorch file. Save weights with torch.save(model.state_dict(), "
+                         "path) or as .safetensors") from None
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path) -> None:

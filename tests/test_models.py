@@ -150,9 +150,27 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path):
     path = tmp_path / "evil.pth"
     state = timm.create_model("resnet18", num_classes=7, in_chans=1).state_dict()
     torch.save({**state, "payload": _Payload(marker)}, path)
-    with pytest.raises(ModelError, match="not a weights file PyTorch can read safely"):
+    with pytest.raises(ModelError, match="not a plain tensor file PyTorch can read safely") as e:
         create_model("resnet18", weights_path=path)
     assert not marker.exists()
+    # torch's own message advises weights_only=False, which would run the payload: it must not reach the user
+    assert "weights_only" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_unreadable_weights_files_name_the_file(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a PyTorch file at all" * 10)
+    with pytest.raises(ModelError, match="not a plain tensor file") as e:
+        create_model("resnet18", weights_path=garbage)
+    assert str(garbage) in str(e.value) and "weights_only" not in str(e.value)
+    good = tmp_path / "good.safetensors"
+    save_file(timm.create_model("resnet18", num_classes=7, in_chans=1).state_dict(), str(good))
+    for name, data in (("corrupt", b"\xff" * 64), ("truncated", good.read_bytes()[:100_000])):
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(data)
+        with pytest.raises(ModelError, match="not a readable safetensors file") as e:
+            create_model("resnet18", weights_path=path)
+        assert str(path) in str(e.value) and len(str(e.value)) < 400
 
 
 def test_non_tensor_values_and_missing_file_are_refused(tmp_path):
