@@ -9,16 +9,24 @@ factory sets ``output_stride=16``: the last stride-2 stage runs at stride 1, so 
 3x3 at 48 px (4x4 at 64 px) for about 10% more compute. Strides are removed rather than dilated
 (timm's way): at these sizes the receptive field already spans the face, and dilated depthwise
 convolutions run at about 60% of the speed on CPUs.
+
+What the code knows of each family (its stages, its CAM layer) lives in one table, ``ARCHITECTURES``,
+keyed by timm's model class; the output stride is reduced through the stages it lists. Adding a family
+is one entry there (and its model names in ``config.MODEL_NAMES``).
 """
 from __future__ import annotations
 
 import logging
 import textwrap
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
+from timm.models.efficientnet import EfficientNet
+from timm.models.resnet import ResNet
 from torch import nn
 
 from .config import MODEL_NAMES
@@ -77,18 +85,15 @@ def _init_head(model: nn.Module) -> nn.Module:
 
 
 def _reduce_stride(model: nn.Module, output_stride: int) -> nn.Module:
-    """Run the last log2(32 / output_stride) downsampling stages at stride 1."""
-    if hasattr(model, "blocks"):  # EfficientNet: the first block of a stage carries its stride
-        down = [b[0] for b in model.blocks if max(getattr(b[0], "conv_dw", b[0].conv_pw).stride) > 1]
-        convs = lambda blk: [blk.conv_dw]  # noqa: E731
-    else:  # ResNet: the first block's conv and its shortcut
-        down = [layer[0] for layer in (model.layer2, model.layer3, model.layer4)]
-        def convs(blk):
-            shortcut = blk.downsample[0] if blk.downsample is not None else None
-            return [m for m in (getattr(blk, "conv1", None), getattr(blk, "conv2", None), shortcut)
-                    if m is not None and max(m.stride) > 1]
-    for block in down[len(down) - {32: 0, 16: 1, 8: 2}[output_stride]:]:
-        for conv in convs(block):
+    """Run the last log2(32 / output_stride) downsampling stages at stride 1.
+
+    A downsampling stage is one of the model's stages (after the stem) with a convolution of stride 2:
+    EfficientNet's first block of a stage, ResNet's first block and its shortcut."""
+    body = stage_modules(model)[1:-1]
+    down = [convs for convs in ([m for m in stage.modules() if isinstance(m, nn.Conv2d) and max(m.stride) > 1]
+                                for _, stage in body) if convs]
+    for convs in down[len(down) - {32: 0, 16: 1, 8: 2}[output_stride]:]:
+        for conv in convs:
             conv.stride = (1, 1)
     return model
 
@@ -164,26 +169,50 @@ def _classifier_keys(model: nn.Module) -> set[str]:
     return {names[id(p)] for p in head.parameters()}
 
 
-def stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model cut into named stages from input to output; the last one is the classifier head.
+@dataclass(frozen=True)
+class Architecture:
+    """What FER Studio needs to know of one family of timm models; ``ARCHITECTURES`` maps its class to it.
 
-    Gradual unfreezing and per-stage learning rates both work on this list.
+    ``stages`` cuts a model into named stages from input to output, the classifier head last: gradual
+    unfreezing, per-stage learning rates and the output stride (its downsampling stages) all work on it.
+    ``cam_layer`` is the layer class-activation maps are computed on (the last convolutional stage).
     """
-    if hasattr(model, "blocks"):  # EfficientNet
-        return [("stem", nn.ModuleList([model.conv_stem, model.bn1])),
-                *[(f"block{i}", b) for i, b in enumerate(model.blocks)],
-                ("conv_head", nn.ModuleList([model.conv_head, model.bn2])), ("classifier", model.get_classifier())]
-    if hasattr(model, "layer1"):  # ResNet
-        return [("stem", nn.ModuleList([model.conv1, model.bn1])), ("layer1", model.layer1),
-                ("layer2", model.layer2), ("layer3", model.layer3), ("layer4", model.layer4),
-                ("classifier", model.get_classifier())]
-    raise ModelError(f"no stage layout for {type(model).__name__}")
+
+    stages: Callable[[nn.Module], list[tuple[str, nn.Module]]]
+    cam_layer: Callable[[nn.Module], nn.Module]
+
+
+def _efficientnet_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [("stem", nn.ModuleList([m.conv_stem, m.bn1])), *[(f"block{i}", b) for i, b in enumerate(m.blocks)],
+            ("conv_head", nn.ModuleList([m.conv_head, m.bn2])), ("classifier", m.get_classifier())]
+
+
+def _resnet_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [("stem", nn.ModuleList([m.conv1, m.bn1])), ("layer1", m.layer1), ("layer2", m.layer2),
+            ("layer3", m.layer3), ("layer4", m.layer4), ("classifier", m.get_classifier())]
+
+
+# One entry per family; the names of config.MODEL_NAMES are timm models of these classes.
+ARCHITECTURES: dict[type[nn.Module], Architecture] = {
+    EfficientNet: Architecture(_efficientnet_stages, cam_layer=lambda m: m.bn2),
+    ResNet: Architecture(_resnet_stages, cam_layer=lambda m: m.layer4[-1]),
+}
+
+
+def architecture_of(model: nn.Module) -> Architecture:
+    """The model's entry in ``ARCHITECTURES``, found by its class (or the nearest base class listed)."""
+    for cls in type(model).__mro__:
+        if cls in ARCHITECTURES:
+            return ARCHITECTURES[cls]
+    known = ", ".join(cls.__name__ for cls in ARCHITECTURES)
+    raise ModelError(f"no architecture known for {type(model).__name__} (FER Studio knows {known})")
+
+
+def stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model cut into named stages from input to output; the last one is the classifier head."""
+    return architecture_of(model).stages(model)
 
 
 def cam_target_layer(model: nn.Module) -> nn.Module:
     """The layer whose activations class-activation maps are computed on (the last conv stage)."""
-    if hasattr(model, "blocks"):
-        return model.bn2
-    if hasattr(model, "layer4"):
-        return model.layer4[-1]
-    raise ModelError(f"no CAM layer known for {type(model).__name__}")
+    return architecture_of(model).cam_layer(model)

@@ -9,7 +9,9 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from fer_core.models import MODEL_NAMES, ModelError, create_model, default_output_stride, stage_modules
+from fer_core import models
+from fer_core.models import (ARCHITECTURES, MODEL_NAMES, Architecture, ModelError, architecture_of, cam_target_layer,
+                             create_model, default_output_stride, stage_modules)
 
 
 @pytest.fixture(autouse=True)
@@ -210,3 +212,43 @@ def test_stage_modules_cover_every_parameter_once(name):
     assert set(seen) == params
     assert all(n == 1 for n in seen.values())
     assert len(set(n for n, _ in stages)) == len(stages)
+
+
+def test_architecture_comes_from_the_model_class_not_its_attributes():
+    class LooksLikeEfficientNet(torch.nn.Module):   # has .blocks, as a ViT does, but is no EfficientNet
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+
+    for ask in (stage_modules, cam_target_layer):
+        with pytest.raises(ModelError, match="no architecture known for LooksLikeEfficientNet"):
+            ask(LooksLikeEfficientNet())
+    effnet = create_model("efficientnet_b0", num_classes=3)
+    assert architecture_of(effnet) is ARCHITECTURES[type(effnet)]
+    assert cam_target_layer(effnet) is effnet.bn2
+    resnet = create_model("resnet50", num_classes=3)
+    assert cam_target_layer(resnet) is resnet.layer4[-1]
+
+    class Subclass(type(effnet)):   # a subclass finds its base class's entry
+        pass
+
+    effnet.__class__ = Subclass
+    assert [n for n, _ in stage_modules(effnet)][:2] == ["stem", "block0"]
+
+
+def test_a_new_family_is_one_table_entry(monkeypatch):
+    """MobileNetV3 gets stages, a CAM layer and the small-input output stride from one entry."""
+    from timm.models.mobilenetv3 import MobileNetV3
+
+    def stages(m):
+        blocks = [(f"block{i}", b) for i, b in enumerate(m.blocks)]
+        return [("stem", torch.nn.ModuleList([m.conv_stem, m.bn1])), *blocks, ("conv_head", m.conv_head),
+                ("classifier", m.get_classifier())]
+
+    monkeypatch.setitem(ARCHITECTURES, MobileNetV3, Architecture(stages, cam_layer=lambda m: m.blocks[-1]))
+    monkeypatch.setattr(models, "MODEL_NAMES", (*MODEL_NAMES, "mobilenetv3_small_050"))
+    model = create_model("mobilenetv3_small_050", num_classes=4, img_size=48).eval()
+    assert model.forward_features(torch.randn(1, 1, 48, 48)).shape[-2:] == (3, 3)   # output stride 16
+    assert model(torch.randn(2, 1, 48, 48)).shape == (2, 4)
+    assert [n for n, _ in stage_modules(model)][-2:] == ["conv_head", "classifier"]
+    assert cam_target_layer(model) is model.blocks[-1]
