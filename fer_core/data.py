@@ -7,8 +7,15 @@ Two published forms of FER-2013 are read:
   carry ``PublicTest_``/``PrivateTest_`` prefixes.
 
 Any other folder of images whose sub-folders are named after (a subset of) the seven classes is
-read too: images of any size and colour are converted to grey and resized. Decoded arrays are
-cached on disk, keyed on the source's file listing, so a second load takes well under a second.
+read too: images of any size and colour are converted to grey and resized (``fer_core.imaging``). Decoded
+arrays are cached on disk, keyed on the source's file listing, so a second load takes well under a second.
+
+Public: ``load_dataset``, ``summarize_dataset``, ``check_data_source`` (is a path a data set, cheaply: the
+check every loader makes first), ``find_fer2013``, ``parse_class_list``, ``normalise_class_name`` and the
+classes ``FerDataset``, ``FerSplit``, ``DatasetSummary`` and ``DataError``.
+
+Errors name the file (and line) and say what was expected; they never quote the file's content, which may
+be anything a user pointed the data path at.
 """
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from .imaging import resize_square
+
 if TYPE_CHECKING:   # PyTorch is imported where tensors are made: counting images needs none
     import torch
 
@@ -42,6 +51,9 @@ CLASS_ALIASES = {
     "sadness": "sad", "surprised": "surprise", "neutrality": "neutral",
 }
 _CACHE_FORMAT = 1
+CSV_HEADER_BYTES = 4096   # how much of a CSV the check reads: its header is one short line
+EXPECTED_SOURCE = ("expected a folder of class folders (train/<class>/ and test/<class>/, or <class>/ directly), "
+                   "a folder holding fer2013.csv, or a .csv file whose first line is emotion,pixels[,Usage]")
 
 
 class DataError(ValueError):
@@ -170,9 +182,14 @@ def default_cache_dir() -> Path:
 
 def find_fer2013(candidates: list[str | Path] | None = None) -> Path | None:
     """Where FER-2013 is: ``$FER2013_PATH`` when set (and only there), else the first of
-    ``candidates``, ``data/fer2013``, ``data/fer2013.csv`` and ``../shared/data/fer2013``."""
+    ``candidates``, ``data/fer2013``, ``data/fer2013.csv`` and ``../shared/data/fer2013``; each must pass
+    :func:`check_data_source`."""
     def usable(p: Path) -> bool:
-        return (p / "train").is_dir() or (p.is_file() and p.suffix == ".csv") or (p / "fer2013.csv").is_file()
+        try:
+            _locate(p)
+        except DataError:
+            return False
+        return True
 
     if os.environ.get("FER2013_PATH"):
         p = Path(os.environ["FER2013_PATH"]).expanduser()
@@ -181,6 +198,70 @@ def find_fer2013(candidates: list[str | Path] | None = None) -> Path | None:
     paths = [Path(p) for p in candidates or []]
     paths += [here / "data" / "fer2013", here / "data" / "fer2013.csv", here.parent / "shared" / "data" / "fer2013"]
     return next((p for p in paths if usable(p)), None)
+
+
+def check_data_source(path: str | Path) -> Path:
+    """``path`` resolved, as the loaders read it (a folder's ``fer2013.csv``), when it is a data set: a folder
+    with class folders (``train/<class>/``... or ``<class>/`` directly) holding an image, a folder holding
+    ``fer2013.csv``, or a ``.csv`` file whose first line is the challenge's header (emotion,pixels[,Usage]).
+    Else ``DataError`` naming the path and what was expected.
+
+    Cheap, for a form to call before any work starts: no image is decoded, a CSV is read up to its first
+    line (at most ``CSV_HEADER_BYTES``) and a folder only until a first class folder with an image."""
+    return _locate(Path(path).expanduser()).resolve()
+
+
+def _locate(path: Path) -> Path:
+    """The data file or folder at ``path`` (unresolved, as the user named it); see :func:`check_data_source`."""
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist")
+    if path.is_dir() and (path / "fer2013.csv").is_file() and not (path / "train").is_dir():
+        path = path / "fer2013.csv"
+    if path.is_dir():
+        if not _has_class_images(path):
+            raise DataError(f"{path}: no class folders named after {', '.join(FER2013_CLASSES)} with images found "
+                            f"({EXPECTED_SOURCE})")
+    elif path.suffix.lower() != ".csv":
+        raise DataError(f"{path} is not a data set ({EXPECTED_SOURCE})")
+    else:
+        _csv_columns(path, _first_line(path))
+    return path
+
+
+def _first_line(path: Path) -> list[str]:
+    """The CSV's first row, from at most ``CSV_HEADER_BYTES`` of the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(CSV_HEADER_BYTES)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    line, newline, _ = head.partition(b"\n")
+    if not newline and len(head) == CSV_HEADER_BYTES:   # a first line this long is no header
+        return []
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} line 1: not UTF-8 text; expected the header emotion,pixels[,Usage]") from None
+    return next(csv.reader([text.rstrip("\r")]), [])
+
+
+def _csv_columns(path: Path, header: list[str]) -> tuple[int, int, int | None]:
+    """Positions of the emotion, pixels and (None without) Usage columns of a CSV with first row ``header``."""
+    names = [h.strip().lower() for h in header]
+    if "emotion" not in names or "pixels" not in names:
+        raise DataError(f"{path} line 1: not a FER-2013 CSV; expected a header naming the columns "
+                        "emotion,pixels[,Usage]")
+    return names.index("emotion"), names.index("pixels"), names.index("usage") if "usage" in names else None
+
+
+def _has_class_images(root: Path) -> bool:
+    """Whether a class folder under ``root`` (as ``_list_class_folders`` finds them) holds an image file; stops
+    at the first, so that a check does not list 35,887 files."""
+    for class_dir in _class_folders(root):
+        with os.scandir(class_dir) as entries:
+            if any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in entries):
+                return True
+    return False
 
 
 def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: int = 48,
@@ -229,11 +310,7 @@ def summarize_dataset(path: str | Path, img_size: int = 48, cache_dir: str | Pat
 
 def _source(path: str | Path, img_size: int) -> tuple[Path, str, Callable[[], dict]]:
     """The data file or folder, its cache key (which changes when any of its files does) and its reader."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"data path {path} does not exist")
-    if path.is_dir() and (path / "fer2013.csv").is_file() and not (path / "train").is_dir():
-        path = path / "fer2013.csv"
+    path = _locate(Path(path).expanduser())
     if path.is_file():
         key_parts = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns]
         reader = lambda: _read_csv(path, img_size)  # noqa: E731
@@ -250,66 +327,77 @@ def _source(path: str | Path, img_size: int) -> tuple[Path, str, Callable[[], di
 
 def _read_csv(path: Path, img_size: int) -> dict:
     images, labels, usages, ids = [], [], [], []
-    n_pixels = 48 * 48
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: a byte-order mark is not a column name
         reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if "emotion" not in header or "pixels" not in header:
-            raise DataError(f"{path} line 1: header must name the columns emotion,pixels[,Usage]; found {header}")
-        col_e, col_p = header.index("emotion"), header.index("pixels")
-        col_u = header.index("usage") if "usage" in header else None
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            where = f"{path.name} line {line_no}"
-            if len(row) < len(header):
-                raise DataError(f"{where}: expected {len(header)} columns, found {len(row)}")
-            try:
-                label = int(row[col_e])
-            except ValueError:
-                raise DataError(f"{where}: emotion {row[col_e]!r} is not an integer label") from None
-            if not 0 <= label < len(FER2013_CLASSES):
-                raise DataError(f"{where}: unknown emotion label {label} (expected 0-6)")
-            try:
-                pixels = np.array(row[col_p].split(), dtype=np.int32)
-            except ValueError:
-                raise DataError(f"{where}: pixels contain a non-numeric value") from None
-            if pixels.size != n_pixels:
-                raise DataError(f"{where}: expected {n_pixels} pixel values, found {pixels.size}")
-            if pixels.min() < 0 or pixels.max() > 255:
-                raise DataError(f"{where}: pixel values must lie in 0-255")
-            usage = row[col_u].strip() if col_u is not None else "Training"
-            if usage not in FER2013_SPLITS:
-                raise DataError(f"{where}: unknown Usage {usage!r} (expected {', '.join(FER2013_SPLITS)})")
-            img = pixels.astype(np.uint8).reshape(48, 48)
-            images.append(_resize(img, img_size))
-            labels.append(label)
-            usages.append(usage)
-            ids.append(f"{usage}_{line_no - 2}")
+        try:
+            header = next(reader, [])
+            columns = _csv_columns(path, header)
+            for line_no, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                img, label, usage = _parse_row(row, columns, len(header), f"{path.name} line {line_no}")
+                images.append(resize_square(img, img_size))
+                labels.append(label)
+                usages.append(usage)
+                ids.append(f"{usage}_{line_no - 2}")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: bytes that are not UTF-8 text after line {reader.line_num}") from None
+        except csv.Error as e:   # its messages name the problem (a NUL byte, an overlong field), not the content
+            raise DataError(f"{path} line {reader.line_num}: not a CSV row ({e})") from None
     if not images:
         raise DataError(f"{path}: no data rows")
     return {"images": np.stack(images), "labels": np.array(labels, np.int64), "splits": usages, "ids": ids,
             "class_names": list(FER2013_CLASSES), "skipped": [], "warnings": [], "layout": "fer2013"}
 
 
+def _parse_row(row: list[str], columns: tuple[int, int, int | None], width: int,
+               where: str) -> tuple[np.ndarray, int, str]:
+    """A row's 48x48 image, label and split. Messages say what is wrong without quoting the cell."""
+    col_e, col_p, col_u = columns
+    n_pixels = 48 * 48
+    if len(row) < width:
+        raise DataError(f"{where}: expected {width} columns, found {len(row)}")
+    try:
+        label = int(row[col_e])
+    except ValueError:
+        raise DataError(f"{where}: the emotion is not an integer label (expected 0-6)") from None
+    if not 0 <= label < len(FER2013_CLASSES):
+        raise DataError(f"{where}: unknown emotion label {label} (expected 0-6)")
+    try:
+        pixels = np.array(row[col_p].split(), dtype=np.int32)
+    except (ValueError, OverflowError):
+        raise DataError(f"{where}: pixels contain a non-numeric value") from None
+    if pixels.size != n_pixels:
+        raise DataError(f"{where}: expected {n_pixels} pixel values, found {pixels.size}")
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{where}: pixel values must lie in 0-255")
+    usage = row[col_u].strip() if col_u is not None else "Training"
+    if usage not in FER2013_SPLITS:
+        raise DataError(f"{where}: unknown Usage (expected {', '.join(FER2013_SPLITS)})")
+    return pixels.astype(np.uint8).reshape(48, 48), label, usage
+
+
 def _list_class_folders(root: Path) -> list[tuple[str, int, int]]:
     """Image files under ``root`` (``train``/``test``/... sub-folders or class folders directly): path,
     size and modification time. Plain strings: listing FER-2013's 35,887 files is on every page's path."""
-    split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and _split_of_dir(d.name)]
-    if not split_dirs:
-        split_dirs = [root]
     files = []
-    for split_dir in split_dirs:
-        for class_dir in sorted(split_dir.iterdir()):
-            if not class_dir.is_dir():
-                continue
-            if normalise_class_name(class_dir.name) not in FER2013_CLASSES:
-                continue
-            for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
-                if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-                    st = entry.stat()
-                    files.append((entry.path, st.st_size, st.st_mtime_ns))
+    for class_dir in _class_folders(root):
+        for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
+            if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                st = entry.stat()
+                files.append((entry.path, st.st_size, st.st_mtime_ns))
     return files
+
+
+def _split_dirs(root: Path) -> list[Path]:
+    """``root``'s split folders (train/, test/, val/...); none when its class folders stand directly in it."""
+    return [d for d in sorted(root.iterdir()) if d.is_dir() and _split_of_dir(d.name)]
+
+
+def _class_folders(root: Path) -> list[Path]:
+    """The folders named after a class (or an alias) in ``root``'s split folders, else in ``root``."""
+    return [c for d in (_split_dirs(root) or [root]) for c in sorted(d.iterdir())
+            if c.is_dir() and normalise_class_name(c.name) in FER2013_CLASSES]
 
 
 def _split_of_dir(name: str) -> str | None:
@@ -318,12 +406,9 @@ def _split_of_dir(name: str) -> str | None:
 
 
 def _read_folders(root: Path, files: list[Path], img_size: int) -> dict:
-    split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and _split_of_dir(d.name)]
-    class_dirs = {normalise_class_name(c.name) for d in (split_dirs or [root]) for c in d.iterdir() if c.is_dir()}
-    present = [c for c in FER2013_CLASSES if c in class_dirs]
-    if not present:
-        raise DataError(f"{root}: no class folders named after {', '.join(FER2013_CLASSES)} found "
-                        "(expected train/<class>/ and test/<class>/, or <class>/ directly)")
+    split_dirs = _split_dirs(root)
+    class_dirs = _class_folders(root)   # some class folder holds an image: _locate checked
+    present = [c for c in FER2013_CLASSES if c in {normalise_class_name(d.name) for d in class_dirs}]
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         decoded = list(pool.map(lambda f: _decode(f, img_size), files))
     images, labels, splits, ids, skipped = [], [], [], [], []
@@ -342,9 +427,7 @@ def _read_folders(root: Path, files: list[Path], img_size: int) -> dict:
         splits.append(split)
         ids.append(str(f.relative_to(root)))
         per_folder[f.parent] = per_folder.get(f.parent, 0) + 1
-    warnings = [f"class folder {c} has no readable images" for d in (split_dirs or [root])
-                for c in sorted(d.iterdir())
-                if c.is_dir() and normalise_class_name(c.name) in present and not per_folder.get(c)]
+    warnings = [f"class folder {c} has no readable images" for c in class_dirs if not per_folder.get(c)]
     if not images:
         raise DataError(f"{root}: no readable images found")
     return {"images": np.stack(images), "labels": np.array(labels, np.int64), "splits": splits, "ids": ids,
@@ -352,25 +435,20 @@ def _read_folders(root: Path, files: list[Path], img_size: int) -> dict:
 
 
 def _decode(path: Path, img_size: int) -> tuple[np.ndarray | None, str]:
+    """The image at ``img_size``, or None and why not. Never raises: one bad file must not abort a load of
+    thousands, and the reason never quotes the file."""
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
-        return None, f"cannot read: {e}"
-    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if buf.size else None
-    if img is None:
-        return None, "not a decodable image"
-    return _resize(img, img_size), ""
-
-
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape == (size, size):
-        return img
-    h, w = img.shape
-    if h != w:  # centre-crop to a square before resizing, so faces keep their aspect
-        s = min(h, w)
-        img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
+        return None, f"cannot read ({e.strerror or type(e).__name__})"
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if buf.size else None
+        return (None, "not a decodable image") if img is None else (resize_square(img, img_size), "")
+    except cv2.error as e:
+        too_large = "CV_IO_MAX_IMAGE" in str(e)   # OpenCV's limits: CV_IO_MAX_IMAGE_PIXELS, _WIDTH, _HEIGHT
+        return None, "too large (over OpenCV's image size limit)" if too_large else "not a decodable image"
+    except Exception as e:  # noqa: BLE001 (e.g. MemoryError on a huge image within OpenCV's limit)
+        return None, f"not a decodable image ({type(e).__name__})"
 
 
 # --- cache ----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -91,7 +93,7 @@ GOOD_PIXELS = " ".join(["128"] * 2304)
     ("7," + GOOD_PIXELS + ",Training", "unknown emotion label 7"),
     ("-1," + GOOD_PIXELS + ",Training", "unknown emotion label -1"),
     ("happy," + GOOD_PIXELS + ",Training", "not an integer label"),
-    ("3," + GOOD_PIXELS + ",Validation", "unknown Usage 'Validation'"),
+    ("3," + GOOD_PIXELS + ",Validation", "unknown Usage (expected Training, PublicTest, PrivateTest)"),
     ("3," + " ".join(["300"] * 2304) + ",Training", "0-255"),
 ])
 def test_csv_errors_name_file_and_line(tmp_path, bad_line, message):
@@ -109,6 +111,52 @@ def test_csv_missing_header(tmp_path):
         load_dataset(path, use_cache=False)
     text = str(err.value)
     assert "fer2013.csv" in text and "line 1" in text and "header" in text, text
+    assert "128" not in text, text   # the row taken for a header is not quoted
+
+
+SECRET = "root:$6$s3cr3t-hash:19000:0:99999:7:::"
+
+
+@pytest.mark.parametrize("name", ["shadow", "shadow.csv", "notes.txt"])
+def test_data_errors_never_quote_the_file(tmp_path, name):
+    """A file that is no data set (here one shaped like /etc/shadow) is named, its content never shown."""
+    path = tmp_path / name
+    path.write_text((SECRET + "\n") * 200)
+    for call in (lambda: load_dataset(path, use_cache=False), lambda: data_mod.check_data_source(path)):
+        with pytest.raises(DataError) as err:
+            call()
+        text = str(err.value)
+        assert str(path) in text and "expected" in text and "emotion,pixels" in text, text
+        rest = text.replace(str(path), "")
+        assert "s3cr3t" not in rest and "root" not in rest and len(rest) < 300, text
+
+
+@pytest.mark.parametrize("cells", ["s3cr3t-label,{pixels},Training", "3,{pixels},s3cr3t-split"])
+def test_bad_cells_are_not_quoted(tmp_path, cells):
+    path = _write_rows(tmp_path / "fer2013.csv", [cells.format(pixels=GOOD_PIXELS)])
+    with pytest.raises(DataError) as err:
+        load_dataset(path, use_cache=False)
+    assert "line 2" in str(err.value) and "s3cr3t" not in str(err.value), str(err.value)
+
+
+def test_csv_row_the_csv_module_refuses_names_the_file(tmp_path):
+    path = _write_rows(tmp_path / "fer2013.csv", ["3," + GOOD_PIXELS + ",Training", "3," + "7" * 200_000 + ",x"])
+    with pytest.raises(DataError) as err:
+        load_dataset(path, use_cache=False)
+    text = str(err.value)
+    assert str(path) in text and "line 3: not a CSV row (field larger than field limit" in text and "777" not in text
+
+
+@pytest.mark.parametrize("where", ["header", "row"])
+def test_csv_that_is_not_utf8_names_the_file(tmp_path, where):
+    path = tmp_path / "fer2013.csv"
+    good = f"3,{GOOD_PIXELS},Training\n".encode()
+    header = b"emotion,pixels,Usage\n" if where == "row" else b"emotion,pix\xffels\n"
+    path.write_bytes(header + good * 3 + b"3,\xff\xfe\x00 s3cr3t,Training\n")
+    with pytest.raises(DataError) as err:
+        load_dataset(path, use_cache=False)
+    text = str(err.value)
+    assert str(path) in text and "UTF-8" in text and "s3cr3t" not in text, text
 
 
 def test_csv_header_only_is_an_error(tmp_path):
@@ -128,6 +176,56 @@ def test_folder_without_class_folders_is_an_error(tmp_path):
     cv2.imwrite(str(tmp_path / "train" / "cats" / "a.png"), np.zeros((48, 48), np.uint8))
     with pytest.raises(DataError, match="no class folders"):
         load_dataset(tmp_path, use_cache=False)
+
+
+# --- check_data_source ---------------------------------------------------------------------
+
+def test_check_data_source_accepts_each_form(tmp_path, folder_dataset, monkeypatch):
+    flat = tmp_path / "flat"
+    (flat / "Happiness").mkdir(parents=True)   # an alias counts, as the loaders read it
+    cv2.imwrite(str(flat / "Happiness" / "a.png"), np.zeros((48, 48), np.uint8))
+    (tmp_path / "csv").mkdir()
+    csv_file = _write_rows(tmp_path / "csv" / "fer2013.csv", ["3," + GOOD_PIXELS + ",Training"])
+    odd = _write_rows(tmp_path / "Odd.CSV", ["3," + GOOD_PIXELS], header="\ufeffPixels, Emotion")
+    # cheap: neither listing every file nor decoding one
+    monkeypatch.setattr(data_mod, "_list_class_folders", lambda root: pytest.fail("listed every file"))
+    monkeypatch.setattr(data_mod, "_decode", lambda *a: pytest.fail("decoded an image"))
+    assert data_mod.check_data_source(folder_dataset) == folder_dataset.resolve()
+    assert data_mod.check_data_source(flat) == flat.resolve()
+    assert data_mod.check_data_source(csv_file.parent) == csv_file.resolve()   # the file the loaders read
+    assert data_mod.check_data_source(csv_file) == csv_file.resolve()
+    assert data_mod.check_data_source(odd) == odd.resolve()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert data_mod.check_data_source("~/flat") == flat.resolve()
+
+
+def test_check_data_source_reads_only_the_first_line(tmp_path):
+    ok = tmp_path / "ok.csv"
+    ok.write_bytes(b"emotion,pixels,Usage\n" + b"\xff\x00" * 500_000)   # rows the check does not read
+    assert data_mod.check_data_source(ok) == ok.resolve()
+    long = tmp_path / "long.csv"
+    long.write_bytes(b"emotion,pixels" + b",x" * 2_000_000 + b"\n")   # no header is 4 MB long
+    with pytest.raises(DataError, match="line 1: not a FER-2013 CSV"):
+        data_mod.check_data_source(long)
+
+
+def test_check_data_source_refusals_name_the_path(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_images = tmp_path / "no-images"
+    (no_images / "train" / "happy").mkdir(parents=True)
+    (no_images / "train" / "happy" / "notes.txt").write_text("not an image")
+    wrong_header = _write_rows(tmp_path / "other.csv", ["1,2"], header="label,image")
+    for path, message in [(tmp_path / "nowhere", "does not exist"), (empty, "no class folders"),
+                          (no_images, "no class folders"), (wrong_header, "line 1: not a FER-2013 CSV")]:
+        with pytest.raises(DataError) as err:
+            data_mod.check_data_source(path)
+        assert str(path) in str(err.value) and message in str(err.value), str(err.value)
+    # find_fer2013 follows the same rule
+    monkeypatch.setenv("FER2013_PATH", str(no_images))
+    assert data_mod.find_fer2013() is None
+    cv2.imwrite(str(no_images / "train" / "happy" / "a.png"), np.zeros((48, 48), np.uint8))
+    assert data_mod.find_fer2013() == no_images
 
 
 # --- the folder layout ---------------------------------------------------------------------
@@ -271,6 +369,40 @@ def test_unreadable_files_are_skipped_and_reported(folder_dataset):
     assert set(skipped) == {"Training_broken.jpg", "PublicTest_empty.png"}
     assert all(skipped.values())
     assert all(str(folder_dataset) in p for p, _ in ds.skipped)
+
+
+def huge_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
+    """A PNG of a few hundred bytes whose header declares ``width`` x ``height`` 1-bit pixels (by default over
+    OpenCV's CV_IO_MAX_IMAGE_PIXELS and Pillow's decompression-bomb limit). Only the first row's data is
+    stored: both libraries refuse the image from its header, before any pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = zlib.compress(b"\x00" * (1 + (width + 7) // 8))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", row) + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_over_opencvs_limit_is_skipped(folder_dataset):
+    huge = huge_png(folder_dataset / "train" / "happy" / "Training_huge.png")
+    assert huge.stat().st_size < 1000
+    ds = load_dataset(folder_dataset, use_cache=False)
+    assert ds.skipped == [(str(huge), "too large (over OpenCV's image size limit)")]
+    assert len(ds.splits["Training"]) == 42
+
+
+def test_any_decoding_failure_is_a_skipped_file(folder_dataset, monkeypatch):
+    def fail(*args, **kwargs):
+        raise MemoryError("s3cr3t")
+
+    monkeypatch.setattr(data_mod.cv2, "imdecode", fail)
+    with pytest.raises(DataError, match="no readable images"):
+        load_dataset(folder_dataset, use_cache=False)
+    assert data_mod._decode(folder_dataset / "train" / "happy" / "x.png", 48) == (None, "cannot read (No such file "
+                                                                                     "or directory)")
+    some = next((folder_dataset / "train" / "happy").iterdir())
+    assert data_mod._decode(some, 48) == (None, "not a decodable image (MemoryError)")
 
 
 def test_empty_class_folder_warns(tmp_path):

@@ -1,0 +1,89 @@
+"""Image geometry: how a photo or a data-set image becomes the square grey face a model reads.
+
+This module owns every crop and resize on that path, so that a face looks the same to the model
+whether it came from a data set, ``predict``, ``explain`` or a dashboard page:
+
+* ``to_grey``: RGB to one channel (grey images pass through);
+* ``centre_square_box`` / ``centre_square``: the centred square of an image (an aligned face crop);
+* ``crop_face``: a detected box made square, ``FACE_MARGIN`` larger each side, edges replicated;
+* ``resize_square`` / ``resize_squares``: faces at the model's ``size`` x ``size``;
+* ``fit_within``: a copy no larger than a side, for detection and previews;
+* ``display_square``: a small face enlarged smoothly for showing.
+
+Face alignment (eyes level, a fixed eye distance), when it comes, belongs here too. Only numpy and
+OpenCV: no PyTorch, so data loading and the dashboard pay nothing for it.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FACE_MARGIN = 0.15   # extra context around a detected box, as in FER-2013's crops
+
+
+def to_grey(img: np.ndarray) -> np.ndarray:
+    """One channel: an RGB (H, W, 3) image converted, a grey (H, W) one as it is."""
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+
+
+def centre_square_box(shape: tuple[int, ...]) -> list[int]:
+    """``[x, y, side, side]`` of the centred square of an image of ``shape`` (H, W, ...)."""
+    h, w = shape[:2]
+    s = min(h, w)
+    return [(w - s) // 2, (h - s) // 2, s, s]
+
+
+def centre_square(img: np.ndarray) -> np.ndarray:
+    """The centred square of ``img`` (a view): what an aligned face crop of another aspect keeps."""
+    x, y, s, _ = centre_square_box(img.shape)
+    return img[y:y + s, x:x + s]
+
+
+def crop_face(gray: np.ndarray, box: list[int], margin: float = FACE_MARGIN) -> np.ndarray:
+    """A square crop centred on ``box`` (x, y, w, h), ``margin`` larger each side; edges replicated outside
+    the image, so a face at the border keeps its place in the crop."""
+    x, y, w, h = box
+    side = int(round(max(w, h) * (1 + 2 * margin)))
+    cx, cy = x + w / 2, y + h / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    pad = max(0, -x0, -y0, x0 + side - gray.shape[1], y0 + side - gray.shape[0])
+    if pad:
+        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        x0, y0 = x0 + pad, y0 + pad
+    return gray[y0:y0 + side, x0:x0 + side]
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """``img``'s centred square at ``size`` x ``size`` (faces keep their aspect). INTER_AREA when shrinking
+    (it averages, no aliasing), INTER_LINEAR when enlarging (INTER_AREA would then be blocky)."""
+    img = centre_square(img)
+    if img.shape[0] == size:
+        return img
+    interpolation = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interpolation)
+
+
+def resize_squares(crops: list[np.ndarray], size: int) -> np.ndarray:
+    """``resize_square`` of each crop, stacked: (N, size, size), also for no crops."""
+    if not crops:
+        return np.zeros((0, size, size), np.uint8)
+    return np.stack([resize_square(c, size) for c in crops])
+
+
+def fit_within(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``img`` shrunk (aspect kept, at least 1 px a side) so that neither side exceeds ``max_side``, and the
+    scale applied (1.0: ``img`` itself, never enlarged)."""
+    h, w = img.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1.0:
+        return img, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA), scale
+
+
+def display_square(img: np.ndarray, size: int) -> np.ndarray:
+    """A (small) square face at ``size`` px for showing: INTER_CUBIC, smooth rather than blocky. Not for the
+    model's input (see ``resize_square``)."""
+    if img.shape[:2] == (size, size):
+        return img
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
