@@ -17,8 +17,9 @@ from PIL import Image
 
 from fer_core.checkpoint import FerClassifier
 from fer_core.explanation import Explanation, explain
-from fer_core.predict import (ImageError, ImagePrediction, annotate, crop_face, face_crops, load_image,
-                              predict_image, predictions_table, whole_image_face, write_csv)
+from fer_core.imaging import centre_square, crop_face, display_square, fit_within, resize_squares, to_grey
+from fer_core.predict import (ImageError, ImagePrediction, annotate, load_image, model_faces, predict_image,
+                              predictions_table, write_csv)
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
 PRIMARY = "#2a6fdb"      # .streamlit/config.toml's primaryColor
@@ -37,7 +38,7 @@ def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
     """An RGB uint8 image from a file's bytes; ``ImageError`` (naming the file) for an empty, non-image,
     damaged or too large file (``fer_core.predict.MAX_PIXELS``)."""
     if not data:
-        raise ImageError(f"{name}: the file is empty")
+        raise ImageError(name, "the file is empty")
     return load_image(bytes(data), name=name)
 
 
@@ -46,32 +47,21 @@ def read_upload(upload) -> np.ndarray:
     return decode_image(upload.getvalue(), getattr(upload, "name", None) or "upload")
 
 
-def resize_face(face: np.ndarray, size: int) -> np.ndarray:
-    """A grey face crop at ``size`` x ``size``, resized as ``fer_core.predict.predict_image`` does."""
-    if face.shape[0] == size and face.shape[1] == size:
-        return face
-    return cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA if face.shape[0] > size else cv2.INTER_LINEAR)
-
-
 def prediction_faces(rgb: np.ndarray, prediction: ImagePrediction, size: int) -> np.ndarray:
-    """The grey crops (N, size, size) the faces of ``prediction`` were classified from, in its order."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if not prediction.detected:
-        crops = [whole_image_face(gray)] if prediction.faces else []
-    else:
-        crops = [crop_face(gray, f.box) for f in prediction.faces]
-    if not crops:
-        return np.zeros((0, size, size), np.uint8)
-    return np.stack([resize_face(c, size) for c in crops])
+    """The grey crops (N, size, size) the faces of ``prediction`` were classified from, in its order: from its
+    boxes, without detecting again."""
+    gray = to_grey(rgb)
+    crops = [crop_face(gray, f.box) if prediction.detected else centre_square(gray) for f in prediction.faces]
+    return resize_squares(crops, size)
 
 
 def main_face(rgb: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
     """The largest detected face of an image at ``size`` px, or its centred square when none is found
     (then the second value is False)."""
-    _, crops = face_crops(rgb, detect=True)
-    if crops:
-        return resize_face(crops[0], size), True
-    return resize_face(whole_image_face(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)), size), False
+    _, found = model_faces(rgb, size, detect=True)
+    if len(found):
+        return found[0], True
+    return model_faces(rgb, size, detect=False)[1][0], False
 
 
 @dataclass
@@ -88,12 +78,7 @@ def analyse_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = Tru
     """Detect (or, with ``detect`` False, take the whole image as one face), classify, annotate."""
     prediction = predict_image(classifier, rgb, detect=detect, path=name)
     annotated = annotate(rgb, prediction)
-    h, w = annotated.shape[:2]
-    scale = PREVIEW_SIDE / max(h, w)
-    preview = annotated
-    if scale < 1:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        preview = cv2.resize(annotated, size, interpolation=cv2.INTER_AREA)
+    preview, _ = fit_within(annotated, PREVIEW_SIDE)
     return ImageAnalysis(prediction, png_bytes(annotated), preview,
                          prediction_faces(rgb, prediction, classifier.img_size))
 
@@ -175,8 +160,7 @@ def heatmap_rgb(heatmap: np.ndarray) -> np.ndarray:
 
 def explanation_images(face: np.ndarray, explanation: Explanation) -> dict[str, np.ndarray]:
     """RGB images at the explanation's display size: ``face`` (the grey crop), ``overlay`` and ``heatmap``."""
-    size = explanation.overlay.shape[0]
-    grey = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC) if face.shape[:2] != (size, size) else face
+    grey = display_square(face, explanation.overlay.shape[0])
     return {"face": cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB), "overlay": explanation.overlay,
             "heatmap": heatmap_rgb(explanation.heatmap)}
 

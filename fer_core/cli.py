@@ -180,20 +180,24 @@ def cmd_explain(args) -> int:
 
     from .checkpoint import FerClassifier
     from .explanation import explain, explanation_figure
-    from .predict import face_crops, load_image
+    from .predict import load_image, model_faces
+    from .storage import atomic_write_bytes
 
-    classifier = FerClassifier.from_checkpoint(_checkpoint(args.checkpoint))
-    boxes, crops = face_crops(load_image(args.image), detect=not args.no_detect)
-    if not crops:
-        raise CliError(f"{args.image}: no face found; pass --no-detect if the image is an aligned face crop")
-    if args.face >= len(crops):
-        raise CliError(f"{args.image}: face {args.face} asked for, {len(crops)} found")
-    face = cv2.resize(crops[args.face], (classifier.img_size, classifier.img_size), interpolation=cv2.INTER_AREA)
-    result = explain(classifier, face, method=args.method, target=args.target)[0]
-    figure = explanation_figure(face, result)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR)):
+    if not cv2.haveImageWriter(str(args.out)):   # before the work, not after it
         raise CliError(f"could not write {args.out} (use a .png or .jpg name)")
+    classifier = FerClassifier.from_checkpoint(_checkpoint(args.checkpoint))
+    boxes, faces = model_faces(load_image(args.image), classifier.img_size, detect=not args.no_detect)
+    if not len(faces):
+        raise CliError(f"{args.image}: no face found; pass --no-detect if the image is an aligned face crop")
+    if not 0 <= args.face < len(faces):
+        raise CliError(f"{args.image}: face {args.face} asked for, {len(faces)} found")
+    face = faces[args.face]
+    result = explain(classifier, face, method=args.method, target=args.target)[0]
+    figure = cv2.cvtColor(explanation_figure(face, result), cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(Path(args.out).suffix, figure)   # in memory, then written in one go
+    if not ok:
+        raise CliError(f"could not encode the figure for {args.out}")
+    atomic_write_bytes(args.out, encoded.tobytes())   # a reader never sees half an image
     print(f"{args.out}: {result.method} for '{result.target}' (predicted {result.predicted}, "
           f"p={result.probabilities[result.predicted]:.2f}) on face {args.face} at {boxes[args.face]}")
     return 0

@@ -1,12 +1,15 @@
 """Prediction on photos: safe image loading, OpenCV face detection, a crop a face, classification.
 
 Any photo is accepted: any size up to ``MAX_PIXELS``; RGB, RGBA, palette, CMYK, grey or 16-bit;
-EXIF orientation honoured. Bad files raise ``ImageError`` with a message fit for a user.
+EXIF orientation honoured. Bad files raise ``ImageError`` with a message fit for a user. The crops and
+resizes come from :mod:`fer_core.imaging`.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,14 +19,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoint import FerClassifier
 from .data import IMAGE_SUFFIXES
+from .imaging import centre_square, centre_square_box, crop_face, fit_within, resize_squares, to_grey
+from .storage import atomic_write
 
 MAX_PIXELS = 40_000_000        # larger images are refused (decompression bombs)
 DETECT_MAX_SIDE = 1024         # faces are detected on a copy no larger than this
-FACE_MARGIN = 0.15             # extra context around a detected box, as in FER-2013's crops
 
 
 class ImageError(ValueError):
-    """An upload or file that is not a usable image."""
+    """An upload or file that is not a usable image. ``str(e)`` is 'name: reason' (for a message on its own);
+    ``e.reason`` is the reason alone, for records that already carry the file's name beside it."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
+
+    def __reduce__(self):   # the default would call ImageError(message), one argument short
+        return type(self), (self.name, self.reason)
 
 
 @dataclass
@@ -53,20 +65,51 @@ def load_image(source: str | Path | bytes | io.IOBase, name: str | None = None) 
     data = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with Image.open(data) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(f"{label}: image is too large ({w}x{h} px; at most {MAX_PIXELS / 1e6:.0f} "
-                                 "megapixels)")
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise ImageError(label, _too_large(im.size))
+            return _to_rgb(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{label}: file not found") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{label}: not a readable image ({type(e).__name__})") from None
+        raise ImageError(label, "file not found") from None
+    except Image.DecompressionBombError:   # Pillow's own, larger limit: it refuses before telling the size
+        raise ImageError(label, _too_large(_declared_size(data))) from None
+    except UnidentifiedImageError as e:
+        raise ImageError(label, f"not a readable image ({type(e).__name__})") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{label}: the image is damaged or truncated ({e})") from None
+        raise ImageError(label, f"the image is damaged or truncated ({e})") from None
+
+
+def _too_large(size: tuple[int, int] | None) -> str:
+    limit = f"at most {MAX_PIXELS / 1e6:.0f} megapixels"
+    return f"image is too large ({size[0]}x{size[1]} px; {limit})" if size else f"image is too large ({limit})"
+
+
+def _declared_size(source: str | Path | io.IOBase) -> tuple[int, int] | None:
+    """Width and height as the file's header declares them (no pixels decoded); None when unknown."""
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as f:
+                return _header_size(f)
+        return _header_size(source)
+    except (OSError, ValueError, AttributeError):   # unreadable, or a file object that cannot seek
+        return None
+
+
+def _header_size(f: io.IOBase) -> tuple[int, int] | None:
+    """The size read by the Pillow plugin of the file's format, as ``Image.open`` does but without its
+    decompression-bomb check, which refuses a huge image before saying how large it is."""
+    f.seek(0)
+    prefix = f.read(16)
+    Image.init()
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        accepted = accept is None or accept(prefix)
+        if accepted and not isinstance(accepted, str):   # a str is Pillow's warning, not a match
+            f.seek(0)
+            with contextlib.suppress(SyntaxError, IndexError, TypeError, ValueError, OSError, struct.error):
+                return tuple(factory(f).size)
+    return None
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
@@ -95,13 +138,10 @@ def _face_detector() -> cv2.CascadeClassifier:
     return _detector
 
 
-def detect_faces(rgb: np.ndarray, min_face_fraction: float = 0.06) -> list[list[int]]:
-    """Face boxes ``[x, y, w, h]`` (largest first) found by OpenCV's frontal-face Haar cascade."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-    h, w = gray.shape
-    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
-                       interpolation=cv2.INTER_AREA) if scale < 1 else gray
+def detect_faces(img: np.ndarray, min_face_fraction: float = 0.06) -> list[list[int]]:
+    """Face boxes ``[x, y, w, h]`` (largest first) in an RGB or grey image, found by OpenCV's frontal-face Haar
+    cascade."""
+    small, scale = fit_within(to_grey(img), DETECT_MAX_SIDE)
     small = cv2.equalizeHist(small)
     min_side = max(20, int(min(small.shape) * min_face_fraction))
     found = _face_detector().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
@@ -109,46 +149,29 @@ def detect_faces(rgb: np.ndarray, min_face_fraction: float = 0.06) -> list[list[
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 
 
-def crop_face(gray: np.ndarray, box: list[int], margin: float = FACE_MARGIN) -> np.ndarray:
-    """A square crop centred on ``box``, ``margin`` larger each side; edges replicated outside."""
-    x, y, w, h = box
-    side = int(round(max(w, h) * (1 + 2 * margin)))
-    cx, cy = x + w / 2, y + h / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    pad = max(0, -x0, -y0, x0 + side - gray.shape[1], y0 + side - gray.shape[0])
-    if pad:
-        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        x0, y0 = x0 + pad, y0 + pad
-    return gray[y0:y0 + side, x0:x0 + side]
-
-
-def whole_image_face(gray: np.ndarray) -> np.ndarray:
-    """The centred square of an image that is already an aligned face crop."""
-    h, w = gray.shape
-    s = min(h, w)
-    return gray[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-
-
 def face_crops(rgb: np.ndarray, detect: bool = True) -> tuple[list[list[int]], list[np.ndarray]]:
-    """Boxes and grey crops of the faces in ``rgb`` (the whole image when ``detect`` is False)."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    """Boxes and grey crops of the faces in ``rgb``; with ``detect`` False the image is one aligned face crop
+    and its centred square is the face."""
+    gray = to_grey(rgb)
     if not detect:
-        h, w = gray.shape
-        s = min(h, w)
-        return [[(w - s) // 2, (h - s) // 2, s, s]], [whole_image_face(gray)]
-    boxes = detect_faces(rgb)
+        return [centre_square_box(gray.shape)], [centre_square(gray)]
+    boxes = detect_faces(gray)
     return boxes, [crop_face(gray, b) for b in boxes]
+
+
+def model_faces(rgb: np.ndarray, size: int, detect: bool = True) -> tuple[list[list[int]], np.ndarray]:
+    """Boxes and the grey faces (N, size, size) a model of input ``size`` reads: what ``predict_image``
+    classifies, ``explain`` maps and the pages show."""
+    boxes, crops = face_crops(rgb, detect)
+    return boxes, resize_squares(crops, size)
 
 
 def predict_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = True, path: str = "") -> ImagePrediction:
     """Classify every face found in an RGB image."""
-    boxes, crops = face_crops(rgb, detect)
+    boxes, faces = model_faces(rgb, classifier.img_size, detect)
     result = ImagePrediction(path, rgb.shape[1], rgb.shape[0], detected=detect)
-    if crops:
-        size = classifier.img_size
-        batch = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if c.shape[0] > size
-                                     else cv2.INTER_LINEAR) for c in crops])
-        probs = classifier.predict_proba(batch)
+    if len(faces):
+        probs = classifier.predict_proba(faces)
         for box, p in zip(boxes, probs):
             k = int(p.argmax())
             result.faces.append(FacePrediction([int(v) for v in box], classifier.class_names[k], float(p[k]),
@@ -169,7 +192,8 @@ def expand_image_paths(paths: list[str | Path]) -> list[Path]:
 
 def predict_paths(classifier: FerClassifier, paths: list[str | Path], detect: bool = True,
                   progress: bool = False) -> list[ImagePrediction]:
-    """One record an image; an unreadable file gives a record with ``error`` and the rest go on."""
+    """One record an image; an unreadable file gives a record whose ``error`` says why (the record's ``path``
+    names the file, so the reason does not repeat it) and the rest go on."""
     files = expand_image_paths(paths)
     if progress and len(files) > 1:
         from tqdm import tqdm
@@ -180,7 +204,7 @@ def predict_paths(classifier: FerClassifier, paths: list[str | Path], detect: bo
         try:
             results.append(predict_image(classifier, load_image(f), detect, str(f)))
         except ImageError as e:
-            results.append(ImagePrediction(str(f), 0, 0, detected=detect, error=str(e)))
+            results.append(ImagePrediction(str(f), 0, 0, detected=detect, error=e.reason))
     return results
 
 
@@ -200,16 +224,21 @@ def predictions_table(results: list[ImagePrediction], class_names) -> list[dict]
 
 
 def write_csv(rows: list[dict], path: str | Path | io.TextIOBase) -> None:
+    """``rows`` (of ``predictions_table``) as CSV to a path, written atomically (an interrupted write leaves the
+    old file), or to an open text file such as ``sys.stdout``."""
     if not rows:
         return
-    f = open(path, "w", newline="") if isinstance(path, (str, Path)) else path
-    try:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    finally:
-        if isinstance(path, (str, Path)):
-            f.close()
+    if isinstance(path, (str, Path)):
+        with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+            _write_rows(rows, f)
+    else:
+        _write_rows(rows, path)
+
+
+def _write_rows(rows: list[dict], f: io.TextIOBase) -> None:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 def annotate(rgb: np.ndarray, prediction: ImagePrediction) -> np.ndarray:

@@ -305,3 +305,67 @@ def test_info_and_help_load_neither_timm_sklearn_nor_gradcam(cli):
             f"    assert main(['info', '--data', {str(cli.data)!r}, '--json']) == 0\n"
             "    assert main(['info', '--data', '/nowhere/at/all']) == 2")
     assert heavy_libraries_loaded_by(code) == []
+
+
+# --- in-process checks of single commands (no model needed) ---------------------------------
+
+def _stub_classifier(monkeypatch) -> None:
+    """``FerClassifier.from_checkpoint`` gives a stand-in: these commands never reach the model."""
+    stub = SimpleNamespace(img_size=48, class_names=FER2013_CLASSES)
+    monkeypatch.setattr(FerClassifier, "from_checkpoint", classmethod(lambda cls, path: stub))
+
+
+def test_info_reports_an_image_over_opencvs_limit_as_skipped(tmp_path, capsys):
+    from fer_core.cli import main
+    from test_data import huge_png
+
+    data = make_folder_dataset(tmp_path / "fer", per_class=2)
+    huge_png(data / "train" / "happy" / "Training_huge.png")
+    assert main(["info", "--data", str(data)]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 1 unreadable image(s)" in out and "Training_huge.png: too large" in out, out
+    assert "error:" not in out + err
+
+
+def test_predict_names_a_failing_file_once(tmp_path, monkeypatch, capsys):
+    from fer_core.cli import main
+
+    _stub_classifier(monkeypatch)
+    gone = tmp_path / "gone.jpg"
+    assert main(["predict", str(gone), "--checkpoint", "stub"]) == 1
+    assert capsys.readouterr().out.splitlines() == [f"{gone}: error: file not found"]
+    assert main(["predict", str(gone), "--checkpoint", "stub", "--json"]) == 1
+    (record,) = json.loads(capsys.readouterr().out)
+    assert (record["path"], record["error"]) == (str(gone), "file not found")
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(gone), "--checkpoint", "stub", "--csv", str(out)]) == 1
+    (row,) = csv.DictReader(out.open())
+    assert (row["path"], row["error"]) == (str(gone), "file not found")
+
+
+def test_explain_writes_its_image_atomically(tmp_path, monkeypatch, capsys):
+    import fer_core.explanation as explanation_mod
+    from fer_core.cli import main
+    from fer_core.storage import temporaries_of
+
+    _stub_classifier(monkeypatch)
+    figure = np.zeros((20, 30, 3), np.uint8)
+    figure[:, :10] = (255, 0, 0)
+    result = SimpleNamespace(method="gradcam", target="happy", predicted="happy", probabilities={"happy": 0.9})
+    monkeypatch.setattr(explanation_mod, "explain", lambda *a, **k: [result])
+    monkeypatch.setattr(explanation_mod, "explanation_figure", lambda face, r: figure)
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), synthetic_face(3, np.random.default_rng(0)))
+    out = tmp_path / "cams" / "cam.png"
+    out.parent.mkdir()
+    out.write_bytes(b"an older file")
+    assert main(["explain", str(image), "--checkpoint", "stub", "--no-detect", "--out", str(out)]) == 0
+    written = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(written, figure) and temporaries_of(out) == []
+    assert "gradcam for 'happy'" in capsys.readouterr().out
+
+    monkeypatch.setattr(FerClassifier, "from_checkpoint", classmethod(lambda cls, path: pytest.fail("loaded")))
+    bad = tmp_path / "cams" / "cam.txt"
+    assert main(["explain", str(image), "--checkpoint", "stub", "--no-detect", "--out", str(bad)]) == 2
+    assert "use a .png or .jpg name" in capsys.readouterr().err   # said before the model is loaded
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cam.png"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import io
+import pickle
+import re
 
 import cv2
 import numpy as np
@@ -12,8 +14,10 @@ from PIL import Image
 import fer_core.predict as predict_mod
 from conftest import synthetic_face
 from fer_core.checkpoint import FerClassifier
-from fer_core.predict import (ImageError, ImagePrediction, annotate, crop_face, detect_faces, load_image,
-                              predict_image, predict_paths, predictions_table, write_csv)
+from fer_core.predict import (ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image,
+                              predict_paths, predictions_table, write_csv)
+from fer_core.storage import temporaries_of
+from test_data import huge_png
 
 FACE_BOX = (220, 100, 160, 160)  # x, y, w, h of the face pasted into the face_photo fixture
 
@@ -161,6 +165,26 @@ def test_bad_files_raise_image_error(tmp_path, monkeypatch):
     assert load_image(_encode(Image.fromarray(_pattern(20, 50)), "PNG")).shape == (20, 50, 3)
 
 
+def test_an_image_over_pillows_limit_is_too_large_not_unreadable(tmp_path):
+    """Pillow refuses a decompression bomb before saying its size; the message still gives it."""
+    path = huge_png(tmp_path / "huge.png", 20_000, 20_000)
+    expected = "image is too large (20000x20000 px; at most 40 megapixels)"
+    with pytest.raises(ImageError, match=rf"huge\.png: {re.escape(expected)}"):
+        load_image(path)
+    with pytest.raises(ImageError) as err:
+        load_image(path.read_bytes(), name="upload.png")
+    assert str(err.value) == f"upload.png: {expected}" and err.value.reason == expected
+    with open(path, "rb") as f, pytest.raises(ImageError, match=re.escape(expected)):
+        load_image(f)
+
+
+def test_image_error_carries_name_and_reason():
+    e = ImageError("a.png", "file not found")
+    assert (str(e), e.name, e.reason) == ("a.png: file not found", "a.png", "file not found")
+    back = pickle.loads(pickle.dumps(e))
+    assert (str(back), back.reason) == (str(e), e.reason)
+
+
 # --- detection and crops -------------------------------------------------------------------
 
 def test_detect_faces_finds_the_face(face_photo):
@@ -182,20 +206,6 @@ def test_detect_faces_on_a_large_photo_maps_boxes_back(face_photo):
 def test_blank_image_has_no_face():
     assert detect_faces(np.full((300, 400, 3), 128, np.uint8)) == []
     assert detect_faces(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)) == []
-
-
-@pytest.mark.parametrize("box", [[0, 0, 50, 50], [70, 75, 30, 25], [-10, 90, 40, 40], [20, 30, 40, 20],
-                                 [0, 0, 120, 100]])
-def test_crop_face_is_square_with_replicated_borders(box):
-    gray = np.random.default_rng(1).integers(0, 255, (100, 110), dtype=np.uint8)
-    crop = crop_face(gray, box, margin=0.15)
-    x, y, w, h = box
-    side = int(round(max(w, h) * 1.3))
-    assert crop.shape == (side, side)
-    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
-    big = 300
-    padded = np.pad(gray, big, mode="edge")
-    assert np.array_equal(crop, padded[y0 + big:y0 + big + side, x0 + big:x0 + big + side])
 
 
 # --- classification ------------------------------------------------------------------------
@@ -253,13 +263,14 @@ def test_predict_paths_keeps_going_after_a_bad_file(classifier, image_folder):
     results = predict_paths(classifier, [image_folder], detect=False)
     assert [r.path.rsplit("/", 1)[-1] for r in results] == ["a.png", "b_broken.jpg", "c.jpg"]
     good, bad, good2 = results
-    assert bad.error and "b_broken.jpg" in bad.error and bad.faces == []
+    # the record's path names the file; its error says why, without naming it again
+    assert bad.error == "the image is damaged or truncated (Truncated File Read)" and bad.faces == []
     for r in (good, good2):
         assert r.error is None and len(r.faces) == 1 and (r.width, r.height) == (48, 48)
     # a file given directly, and a missing one, each give a record too
     more = predict_paths(classifier, [image_folder / "a.png", image_folder / "gone.png"], detect=False)
     assert more[0].faces[0].probabilities == good.faces[0].probabilities
-    assert "file not found" in more[1].error
+    assert more[1].error == "file not found" and more[1].path == str(image_folder / "gone.png")
 
 
 def test_predictions_table_and_csv(classifier, face_photo, tmp_path):
@@ -289,6 +300,26 @@ def test_predictions_table_and_csv(classifier, face_photo, tmp_path):
 
     two = ImagePrediction("x.png", 10, 10, faces=[results[0].faces[0]] * 2)
     assert [r["face"] for r in predictions_table([two], classifier.class_names)] == [0, 1]
+
+
+class _Explodes:
+    """A cell whose text cannot be made: the writer fails mid-file, after the header and a row."""
+
+    def __str__(self):
+        raise RuntimeError("disk full, say")
+
+
+def test_write_csv_is_atomic(tmp_path):
+    out = tmp_path / "predictions.csv"
+    rows = [{"path": f"img{i}.png", "label": "happy"} for i in range(2000)]
+    write_csv(rows, out)
+    before = out.read_bytes()
+    assert before.count(b"happy") == 2000
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_csv([{"path": "new.png", "label": "sad"}] * 1000 + [{"path": "x", "label": _Explodes()}], out)
+    assert out.read_bytes() == before and temporaries_of(out) == []
+    write_csv([{"path": "new.png", "label": "sad"}], out)
+    assert out.read_text().splitlines() == ["path,label", "new.png,sad"] and temporaries_of(out) == []
 
 
 def test_annotate_draws_inside_the_box_only(classifier, face_photo):
