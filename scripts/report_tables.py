@@ -21,9 +21,9 @@ def headline(name: str, report: dict) -> str:
 def per_class_table(report: dict) -> str:
     lines = ["| class | precision | recall | F1 | support | confidence when right | when wrong | ECE |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731  (a class without test images has None)
     for name, c in report["per_class"].items():
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} | "
+        lines.append(f"| {name} | {fmt(c['precision'])} | {fmt(c['recall'])} | {fmt(c['f1'])} | {c['support']} | "
                      f"{fmt(c['mean_confidence_correct'])} | {fmt(c['mean_confidence_wrong'])} | "
                      f"{fmt(c.get('calibration_ece'))} |")
     return "\n".join(lines)

@@ -17,7 +17,8 @@ from dashboard import training_charts
 from fer_core.config import TrainConfig
 from fer_core.data import load_dataset
 from fer_core.runs import Run, RunError, RunStore, best_row, check_run_id
-from fer_core.storage import read_metadata, temporaries_of
+from fer_core.checkpoint import read_tensors, save_checkpoint
+from fer_core.storage import CheckpointError, read_metadata, temporaries_of
 from fer_core.training import class_weights, train
 
 
@@ -153,3 +154,17 @@ def test_the_class_weights_and_counts_are_written_as_data(tmp_path, synthetic):
                   progress=False)
     assert plain.data_info()["class_weights"] is None
     assert Run(tmp_path / "nothing-yet").data_info() is None
+
+
+def test_a_last_checkpoint_with_an_unreadable_training_state_fails_resume_with_its_name(tmp_path, synthetic):
+    data, ds = synthetic
+    run = train(_cfg(data, epochs=1), runs_root=tmp_path, run_id="garbled", dataset=ds, progress=False)
+    model_state, train_state = read_tensors(run.last_checkpoint)
+    meta = {k: v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+            for k, v in read_metadata(run.last_checkpoint).items()}
+    save_checkpoint(run.last_checkpoint, model_state, {**meta, "progress": "{not json"}, train_state)
+    with pytest.raises(CheckpointError, match="last.safetensors: its training state cannot be resumed"):
+        train(runs_root=tmp_path, resume="garbled", dataset=ds, progress=False, epochs=2)
+    status = run.status()
+    assert status["state"] == "failed" and "cannot be resumed" in status["error"]
+    assert [r["epoch"] for r in run.metrics()] == [1]   # nothing lost

@@ -350,7 +350,8 @@ def validate(model: torch.nn.Module, split: FerSplit, cfg: TrainConfig, device: 
     pred = torch.cat(preds).numpy()
     true = split.labels.numpy()
     return {"val_loss": sum(losses) / len(split), "val_acc": float((pred == true).mean()),
-            "val_macro_f1": float(f1_score(true, pred, average="macro", zero_division=0))}
+            # over the classes the split holds, as evaluation reports average (a class without images is no 0)
+            "val_macro_f1": float(f1_score(true, pred, labels=np.unique(true), average="macro", zero_division=0))}
 
 
 def _end_epoch(run: Run, parts: TrainingParts, data: TrainData, schedule: StepSchedule, state: TrainState,

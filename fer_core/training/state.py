@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import EMA_PREFIX, ema_weights, read_tensors, save_checkpoint
-from ..storage import read_metadata
+from ..storage import CheckpointError, read_metadata
 
 
 @dataclass
@@ -99,14 +99,19 @@ def save_last(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 def load_last(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema,
               rng: torch.Generator | None) -> TrainState:
-    """Restore model, optimizer, EMA and (``rng`` given) the generator from ``path``; the progress record."""
+    """Restore model, optimizer, EMA and (``rng`` given) the generator from ``path``; the progress record.
+    A ``last`` whose training state does not fit this run is a ``CheckpointError`` naming the file."""
     meta = read_metadata(path)
     model_state, train_state = read_tensors(path)
-    model.load_state_dict(model_state)
-    load_optimizer(optimizer, train_state, json.loads(meta["optimizer_groups"]))
-    saved_ema = ema_weights(train_state)
-    if ema is not None and saved_ema:
-        ema.module.load_state_dict(saved_ema)
-    if rng is not None:
-        rng.set_state(train_state["rng"])
-    return TrainState.from_json(meta["progress"])
+    try:
+        model.load_state_dict(model_state)
+        load_optimizer(optimizer, train_state, json.loads(meta["optimizer_groups"]))
+        saved_ema = ema_weights(train_state)
+        if ema is not None and saved_ema:
+            ema.module.load_state_dict(saved_ema)
+        if rng is not None:
+            rng.set_state(train_state["rng"])
+        return TrainState.from_json(meta["progress"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:   # missing, malformed or mismatched state
+        raise CheckpointError(f"{path}: its training state cannot be resumed ({type(e).__name__}); start a new "
+                              "run") from None
