@@ -23,7 +23,7 @@ _EXPORTS = {
     "checkpoint": ("FerClassifier",),
     "storage": ("CheckpointError", "load_report", "read_metadata", "save_report"),
     "data": ("FER2013_CLASSES", "FER2013_SPLITS", "DataError", "FerDataset", "DatasetSummary", "FerSplit",
-             "find_fer2013", "load_dataset", "parse_class_list", "summarize_dataset"),
+             "check_data_source", "find_fer2013", "load_dataset", "parse_class_list", "summarize_dataset"),
     "evaluation": ("build_report", "evaluate"),
     "explanation": ("CAM_METHODS", "Explanation", "explain"),
     "config": ("MODEL_NAMES", "PRESETS", "TrainConfig"),
@@ -52,7 +52,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .checkpoint import FerClassifier
     from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, DatasetSummary, FerDataset, FerSplit,
-                       find_fer2013, load_dataset, parse_class_list, summarize_dataset)
+                       check_data_source, find_fer2013, load_dataset, parse_class_list, summarize_dataset)
     from .evaluation import build_report, evaluate
     from .explanation import CAM_METHODS, Explanation, explain
     from .config import MODEL_NAMES, PRESETS, TrainConfig

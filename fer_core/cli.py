@@ -320,5 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # anything else still ends in one line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"error: {_error_kind(e)}: {e}", file=sys.stderr)
         return 1
+
+
+def _error_kind(e: BaseException) -> str:
+    """The exception's type as a user can look it up: ``cv2.error``, not a bare ``error`` that reads as the
+    line's own prefix twice."""
+    kind, module = type(e).__name__, type(e).__module__
+    return kind if module == "builtins" or kind[0].isupper() else f"{module.split('.')[0]}.{kind}"

@@ -15,6 +15,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from .checkpoint import FerClassifier
+from .imaging import display_square
 from .models import cam_target_layer
 
 CAM_METHODS = {
@@ -62,10 +63,8 @@ def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method:
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
     out = []
     for face, m, t, p, pr in zip(faces, maps, targets, predicted, probs):
-        heat = cv2.resize(m.astype(np.float32), (display_size, display_size), interpolation=cv2.INTER_CUBIC)
-        heat = np.clip(heat, 0, 1)
-        rgb = cv2.cvtColor(cv2.resize(face, (display_size, display_size), interpolation=cv2.INTER_CUBIC),
-                           cv2.COLOR_GRAY2RGB).astype(np.float32) / 255
+        heat = np.clip(display_square(m.astype(np.float32), display_size), 0, 1)
+        rgb = cv2.cvtColor(display_square(face, display_size), cv2.COLOR_GRAY2RGB).astype(np.float32) / 255
         overlay = show_cam_on_image(rgb, heat, use_rgb=True, image_weight=0.55)
         out.append(Explanation(heat, overlay, names[t], names[p], dict(zip(names, map(float, pr))), method))
     return out
@@ -74,7 +73,7 @@ def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method:
 def explanation_figure(face: np.ndarray, explanation: Explanation) -> np.ndarray:
     """A side-by-side RGB image: the face, the overlay, and the probability bars."""
     size = explanation.overlay.shape[0]
-    face_rgb = cv2.cvtColor(cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2RGB)
+    face_rgb = cv2.cvtColor(display_square(face, size), cv2.COLOR_GRAY2RGB)
     bars = np.full((size, 230, 3), 255, np.uint8)
     items = sorted(explanation.probabilities.items(), key=lambda kv: -kv[1])
     row = size // (len(items) + 1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -150,3 +152,16 @@ def copy_fer_subset(dest: Path, per_class_train: int, per_class_test: int,
             for f in fer_files("test", cls, prefix, per_class_test):
                 shutil.copy(f, dest / "test" / cls / f.name)
     return dest
+
+
+def huge_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
+    """A PNG of a few hundred bytes whose header declares ``width`` x ``height`` 1-bit pixels (by default over
+    OpenCV's CV_IO_MAX_IMAGE_PIXELS and Pillow's decompression-bomb limit). Only the first row's data is
+    stored: both libraries refuse the image from its header, before any pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = zlib.compress(b"\x00" * (1 + (width + 7) // 8))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", row) + chunk(b"IEND", b""))
+    return path

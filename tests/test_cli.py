@@ -239,7 +239,8 @@ def test_predict_folder_prints_csv_without_detection(cli):
         probs = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_")}
         assert list(probs) == list(FER2013_CLASSES) and abs(sum(probs.values()) - 1) < 1e-3
         assert row["label"] == max(probs, key=probs.get)
-    assert "b.jpg" in b["error"] and b["label"] == ""
+    assert b["error"] == "not a readable image (UnidentifiedImageError)" and Path(b["path"]).name == "b.jpg"
+    assert b["label"] == ""
 
 
 def test_explain_writes_png(cli):
@@ -264,7 +265,7 @@ def test_predict_of_only_unreadable_images_fails(cli):
     r = cli.results["predict missing"]
     assert r.returncode == 1
     (record,) = json.loads(r.stdout)
-    assert record["faces"] == [] and "gone.jpg: file not found" in record["error"]
+    assert record["faces"] == [] and record["error"] == "file not found" and record["path"].endswith("gone.jpg")
 
 
 def test_predict_photo_json_in_a_plain_subprocess(tiny_checkpoint, face_photo):
@@ -317,7 +318,7 @@ def _stub_classifier(monkeypatch) -> None:
 
 def test_info_reports_an_image_over_opencvs_limit_as_skipped(tmp_path, capsys):
     from fer_core.cli import main
-    from test_data import huge_png
+    from conftest import huge_png
 
     data = make_folder_dataset(tmp_path / "fer", per_class=2)
     huge_png(data / "train" / "happy" / "Training_huge.png")
@@ -369,3 +370,18 @@ def test_explain_writes_its_image_atomically(tmp_path, monkeypatch, capsys):
     assert main(["explain", str(image), "--checkpoint", "stub", "--no-detect", "--out", str(bad)]) == 2
     assert "use a .png or .jpg name" in capsys.readouterr().err   # said before the model is loaded
     assert sorted(p.name for p in out.parent.iterdir()) == ["cam.png"]
+
+
+def test_an_unforeseen_library_error_is_named_once(monkeypatch, capsys):
+    """OpenCV's exception type is called ``error``: the line says ``cv2.error``, not ``error: error:``."""
+    import cv2
+
+    from fer_core import cli as cli_mod
+
+    def broken(args):
+        raise cv2.error("something inside OpenCV")
+
+    monkeypatch.setattr(cli_mod, "cmd_info", broken)
+    assert cli_mod.main(["info", "--data", "anything"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cv2.error: something inside OpenCV") and "error: error" not in err

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -12,7 +10,7 @@ import pytest
 import torch
 
 import fer_core.data as data_mod
-from conftest import FER_ROOT, fer_files, make_folder_dataset, needs_fer, synthetic_face, write_fer_csv
+from conftest import huge_png, FER_ROOT, fer_files, make_folder_dataset, needs_fer, synthetic_face, write_fer_csv
 from fer_core.data import FER2013_CLASSES, DataError, load_dataset
 
 
@@ -369,19 +367,6 @@ def test_unreadable_files_are_skipped_and_reported(folder_dataset):
     assert set(skipped) == {"Training_broken.jpg", "PublicTest_empty.png"}
     assert all(skipped.values())
     assert all(str(folder_dataset) in p for p, _ in ds.skipped)
-
-
-def huge_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
-    """A PNG of a few hundred bytes whose header declares ``width`` x ``height`` 1-bit pixels (by default over
-    OpenCV's CV_IO_MAX_IMAGE_PIXELS and Pillow's decompression-bomb limit). Only the first row's data is
-    stored: both libraries refuse the image from its header, before any pixel data."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = zlib.compress(b"\x00" * (1 + (width + 7) // 8))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-                     + chunk(b"IDAT", row) + chunk(b"IEND", b""))
-    return path
 
 
 def test_an_image_over_opencvs_limit_is_skipped(folder_dataset):

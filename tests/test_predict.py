@@ -17,7 +17,7 @@ from fer_core.checkpoint import FerClassifier
 from fer_core.predict import (ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image,
                               predict_paths, predictions_table, write_csv)
 from fer_core.storage import temporaries_of
-from test_data import huge_png
+from conftest import huge_png
 
 FACE_BOX = (220, 100, 160, 160)  # x, y, w, h of the face pasted into the face_photo fixture
 
