@@ -304,6 +304,11 @@ def show_headline(report: dict, split: str, tta: str) -> None:
     st.caption(f"Split {report.get('split', split)}, TTA {report.get('tta', tta)}; macro precision "
                f"{head['macro_precision']:.3f}, macro recall {head['macro_recall']:.3f}, weighted F1 "
                f"{head['weighted_f1']:.3f}." + (f" Data: `{report['data']}`." if report.get("data") else ""))
+    absent = report.get("absent_classes") or []
+    if absent:   # the macro figures average the classes present, not a 0 for each absent one
+        present = len(report["class_names"]) - len(absent)
+        st.warning(f"This split has no images of {', '.join(absent)}: the macro figures average the other "
+                   f"{present} classes, and {'its' if len(absent) == 1 else 'their'} recall and F1 are blank.")
 
 
 st.title("Metrics and model bias")

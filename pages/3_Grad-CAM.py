@@ -11,6 +11,7 @@ from fer_core.data import DataError
 from fer_core.evaluation import report_probabilities
 from fer_core.config import CAM_METHOD_NAMES
 from fer_core.predict import ImageError
+from fer_core.storage import CheckpointError
 
 GRID_COLUMNS = 6
 PREDICTED = "predicted class"
@@ -108,7 +109,11 @@ split_name = split_col.selectbox("Split", splits, index=splits.index(data_set.va
 split = data_set.split(split_name)
 labels = split.labels.numpy()
 with st.spinner(f"Classifying the {len(split):,} faces of {split_name} (once per model and split)…"):
-    probs = split_probabilities(str(checkpoint), mtime, str(data), split_name)
+    try:
+        probs = split_probabilities(str(checkpoint), mtime, str(data), split_name)
+    except CheckpointError as e:   # e.g. a model whose outputs are not finite
+        st.error(f"Cannot classify with this model: {e}")
+        st.stop()
 predicted = probs.argmax(1)
 
 # --- which faces --------------------------------------------------------------------------
