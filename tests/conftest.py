@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -165,3 +166,25 @@ def huge_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
                      + chunk(b"IDAT", row) + chunk(b"IEND", b""))
     return path
+
+
+def training_env() -> dict[str, str]:
+    """The environment for a ``python -m fer_core`` subprocess: one thread, this checkout first on the path, and
+    not inside a torchrun launch."""
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def wait_for_value(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    """Poll ``predicate`` until it returns something true (returned); fail on timeout or when ``proc`` exits."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if value := predicate():
+            return value
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"process exited ({proc.returncode}) while waiting for {what}:\n{out[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")

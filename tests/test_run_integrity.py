@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import fer_core.training.loop as loop_mod
-from conftest import ROOT, make_folder_dataset
+from conftest import make_folder_dataset, training_env, wait_for_value
 from dashboard import training_charts
 from fer_core.config import TrainConfig
 from fer_core.data import load_dataset
@@ -35,24 +34,6 @@ def _cfg(data, **over) -> TrainConfig:
                           "mixup_alpha": 0.0, "warmup_epochs": 0, **over})
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    end = time.time() + timeout
-    while time.time() < end:
-        if value := predicate():
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"process exited ({proc.returncode}) while waiting for {what}: {proc.stdout.read()[-3000:]}")
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 # --- one process a run ------------------------------------------------------------------------------
 
 def test_a_second_process_is_refused_a_run_in_training_and_the_lock_dies_with_its_holder(tmp_path, synthetic):
@@ -60,14 +41,16 @@ def test_a_second_process_is_refused_a_run_in_training_and_the_lock_dies_with_it
     out = tmp_path / "runs"
     first = subprocess.Popen([sys.executable, "-m", "fer_core", "train", "--data", str(data), "--out", str(out),
                               "--run-id", "owned", "--epochs", "50", "--batch-size", "16", "--ema-decay", "0"],
-                             cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             cwd=tmp_path, env=training_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
     run = Run(out / "owned")
     try:
-        _wait(lambda: (run.status().get("progress") or {}).get("batch"), 180, "the first process to train", first)
+        wait_for_value(lambda: (run.status().get("progress") or {}).get("batch"), 180, "the first process to train",
+                       first)
         assert run.locked_by() == first.pid
 
         second = subprocess.run([sys.executable, "-m", "fer_core", "train", "--out", str(out), "--resume", "owned"],
-                                cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180)
+                                cwd=tmp_path, env=training_env(), capture_output=True, text=True, timeout=180)
         assert second.returncode == 2, second.stderr[-2000:]
         assert f"run owned is already being trained by process {first.pid}" in second.stderr
         status = json.loads(run.status_path.read_text())   # the refused process wrote nothing

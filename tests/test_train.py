@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.data.random_erasing import RandomErasing
 
-from conftest import ROOT, copy_fer_subset, make_folder_dataset, needs_fer
+from conftest import copy_fer_subset, make_folder_dataset, needs_fer, training_env, wait_for_value
 
 from fer_core.checkpoint import FerClassifier, read_tensors, to_model_input
 from fer_core.config import GREY_MEAN, GREY_STD, PRESETS, TrainConfig
@@ -676,32 +676,12 @@ def test_early_stop_and_best_by_macro_f1(tmp_path, synthetic, monkeypatch):
     assert "early stop" in run.log_path.read_text()
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = ""):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"process exited ({proc.returncode}) while waiting for {what}:\n{out[-3000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_cli_sigterm_stops_and_resume_completes(tmp_path, synthetic):
     data, _ = synthetic
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "fer_core", "train", "--data", str(data), "--out", str(out), "--run-id", "sig",
            "--epochs", "20", "--batch-size", "16", "--ema-decay", "0", "--no-amp"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=training_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
         run = Run(out / "sig")
@@ -712,7 +692,7 @@ def test_cli_sigterm_stops_and_resume_completes(tmp_path, synthetic):
             except (OSError, ValueError):
                 return None
 
-        _wait_for(in_progress, 120, proc, "training progress in status.json")
+        wait_for_value(in_progress, 120, "training progress in status.json", proc)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=120)
     finally:
@@ -729,7 +709,8 @@ def test_cli_sigterm_stops_and_resume_completes(tmp_path, synthetic):
     assert "received signal 15" in run.log_path.read_text()
 
     res = subprocess.run([sys.executable, "-m", "fer_core", "train", "--out", str(out), "--resume", "sig",
-                          "--epochs", "2"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180)
+                          "--epochs", "2"], cwd=tmp_path, env=training_env(), capture_output=True, text=True,
+                         timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     assert run.status()["state"] == "finished"
     assert [r["epoch"] for r in run.metrics()] == [1, 2]
@@ -746,7 +727,7 @@ def _free_port() -> int:
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            "-m", "fer_core", "train", *args]
-    env = _env()
+    env = training_env()
     env["FER_STUDIO_CACHE"] = str(cwd / "cache")
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
