@@ -19,6 +19,8 @@ from typing import IO
 
 from safetensors import safe_open
 
+from .config import MODEL_NAMES  # plain data: no heavy imports
+
 FORMAT = "fer-studio/1"
 STATE_PREFIX = "train_state."
 TEMP_SUFFIX = ".tmp"   # atomic_write's temporary files: <name>.<random>.tmp beside the target
@@ -151,8 +153,6 @@ def _checked_fields(path: Path, meta: dict[str, str]) -> dict:
 
 def _metadata_fields() -> dict[str, tuple]:
     """key -> (parse: text -> value, raising ValueError or TypeError; what it must be; default or _REQUIRED)."""
-    from .config import MODEL_NAMES  # plain data, no heavy imports
-
     lo, hi = IMG_SIZE_RANGE
     return {
         "arch": (_one_of(MODEL_NAMES), f"one of {', '.join(MODEL_NAMES)}", _REQUIRED),
