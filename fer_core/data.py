@@ -51,6 +51,10 @@ CLASS_ALIASES = {
     "sadness": "sad", "surprised": "surprise", "neutrality": "neutral",
 }
 _CACHE_FORMAT = 1
+# Images a decoding task: one task an image cost more in thread hand-offs than the decoding (45 us an image);
+# 512 an image keeps the threads busy and reports progress about 70 times over FER-2013 (bench/data_load.py).
+DECODE_CHUNK = 512
+CSV_PROGRESS_ROWS = 1024   # a CSV reports its progress every this many rows
 CSV_HEADER_BYTES = 4096   # how much of a CSV the check reads: its header is one short line
 EXPECTED_SOURCE = ("expected a folder of class folders (train/<class>/ and test/<class>/, or <class>/ directly), "
                    "a folder holding fer2013.csv, or a .csv file whose first line is emotion,pixels[,Usage]")
@@ -58,6 +62,10 @@ EXPECTED_SOURCE = ("expected a folder of class folders (train/<class>/ and test/
 
 class DataError(ValueError):
     """A data set that cannot be read; the message names the file and row or path."""
+
+
+# ``progress(done, total)``: images decoded so far and in all (a CSV's total is estimated from its size)
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -266,7 +274,8 @@ def _has_class_images(root: Path) -> bool:
 
 def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: int = 48,
                  cache_dir: str | Path | None = None, use_cache: bool = True,
-                 val_fraction: float = 0.1, seed: int = 0, pixels: bool = True) -> FerDataset:
+                 val_fraction: float = 0.1, seed: int = 0, pixels: bool = True,
+                 progress: Progress | None = None) -> FerDataset:
     """Load a data set from ``path`` (a FER-2013 CSV, or a folder), optionally a class subset.
 
     Images are resized to ``img_size`` square grey images. Where the source has no validation
@@ -275,8 +284,11 @@ def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: i
     ``pixels=False`` reads only the labels, ids and splits when the data set is cached, and returns no
     images either way (they are empty, (N, 0, 0)): enough for counts and split lists, in a fraction of
     the time and memory.
+
+    ``progress(done, total)`` is called from the calling thread as images are decoded (not at all when the
+    data set is read from the cache), so a page or a CLI can draw a progress bar.
     """
-    path, key, reader = _source(path, img_size)
+    path, key, reader = _source(path, img_size, progress)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     raw = _cache_read(cache / key, with_images=pixels) if use_cache else None
     if raw is None:
@@ -294,39 +306,43 @@ def load_dataset(path: str | Path, classes: list[str] | None = None, img_size: i
 
 
 def summarize_dataset(path: str | Path, img_size: int = 48, cache_dir: str | Path | None = None,
-                      val_fraction: float = 0.1, seed: int = 0) -> DatasetSummary:
+                      val_fraction: float = 0.1, seed: int = 0, progress: Progress | None = None) -> DatasetSummary:
     """``load_dataset(...).summary()`` (same arguments), but from the cache it reads the labels only and
-    needs no PyTorch; an uncached data set is loaded (and cached) first."""
-    path, key, _ = _source(path, img_size)
+    needs no PyTorch; an uncached data set is decoded (``progress`` as in :func:`load_dataset`) and cached
+    first."""
+    path, key, reader = _source(path, img_size, progress)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     raw = _cache_read(cache / key, with_images=False)
-    if raw is None:
-        return load_dataset(path, img_size=img_size, cache_dir=cache, val_fraction=val_fraction, seed=seed).summary()
+    if raw is None:   # decode and cache the images (the next load needs them), count from the labels
+        raw = reader()
+        _cache_write(cache / key, raw)
     index, val_name, test_names, _ = _split_index(raw, val_fraction, seed)
     names, labels = tuple(raw["class_names"]), raw["labels"]
     counts = {s: dict(zip(names, np.bincount(labels[ix], minlength=len(names)).tolist())) for s, ix in index.items()}
     return DatasetSummary(names, counts, str(path), val_name, test_names)
 
 
-def _source(path: str | Path, img_size: int) -> tuple[Path, str, Callable[[], dict]]:
+def _source(path: str | Path, img_size: int,
+            progress: Progress | None = None) -> tuple[Path, str, Callable[[], dict]]:
     """The data file or folder, its cache key (which changes when any of its files does) and its reader."""
     path = _locate(Path(path).expanduser())
     if path.is_file():
         key_parts = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns]
-        reader = lambda: _read_csv(path, img_size)  # noqa: E731
+        reader = lambda: _read_csv(path, img_size, progress)  # noqa: E731
     else:
         files = _list_class_folders(path)
         prefix = len(os.path.join(str(path), ""))   # the listed paths start with the folder's
         key_parts = [str(path.resolve()), [(f[prefix:], s, m) for f, s, m in files]]
-        reader = lambda: _read_folders(path, [Path(f) for f, _, _ in files], img_size)  # noqa: E731
+        reader = lambda: _read_folders(path, [Path(f) for f, _, _ in files], img_size, progress)  # noqa: E731
     key = hashlib.sha1(json.dumps([_CACHE_FORMAT, img_size, key_parts]).encode()).hexdigest()[:20]
     return path, key, reader
 
 
 # --- readers: each returns a dict of numpy arrays and lists (the cached form) -------------------
 
-def _read_csv(path: Path, img_size: int) -> dict:
+def _read_csv(path: Path, img_size: int, progress: Progress | None = None) -> dict:
     images, labels, usages, ids = [], [], [], []
+    size, read = max(path.stat().st_size, 1), 0   # the total number of rows is estimated from the bytes read
     with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: a byte-order mark is not a column name
         reader = csv.reader(f)
         try:
@@ -340,12 +356,17 @@ def _read_csv(path: Path, img_size: int) -> dict:
                 labels.append(label)
                 usages.append(usage)
                 ids.append(f"{usage}_{line_no - 2}")
+                read += sum(map(len, row)) + len(row)
+                if progress is not None and len(images) % CSV_PROGRESS_ROWS == 0:
+                    progress(len(images), max(len(images), round(len(images) * size / read)))
         except UnicodeDecodeError:
             raise DataError(f"{path}: bytes that are not UTF-8 text after line {reader.line_num}") from None
         except csv.Error as e:   # its messages name the problem (a NUL byte, an overlong field), not the content
             raise DataError(f"{path} line {reader.line_num}: not a CSV row ({e})") from None
     if not images:
         raise DataError(f"{path}: no data rows")
+    if progress is not None:
+        progress(len(images), len(images))
     return {"images": np.stack(images), "labels": np.array(labels, np.int64), "splits": usages, "ids": ids,
             "class_names": list(FER2013_CLASSES), "skipped": [], "warnings": [], "layout": "fer2013"}
 
@@ -405,12 +426,25 @@ def _split_of_dir(name: str) -> str | None:
             "validation": "Validation", "test": "Test", "testing": "Test"}.get(name.lower())
 
 
-def _read_folders(root: Path, files: list[Path], img_size: int) -> dict:
+def _decode_all(files: list[Path], img_size: int, progress: Progress | None) -> list[tuple[np.ndarray | None, str]]:
+    """``_decode`` of every file, in order: chunks of ``DECODE_CHUNK`` files in threads (OpenCV releases the
+    interpreter while it reads and decodes; more threads than cores overlap a cold disk's reads), reporting
+    progress from the calling thread after each chunk."""
+    chunks = [files[i:i + DECODE_CHUNK] for i in range(0, len(files), DECODE_CHUNK)]
+    decoded: list[tuple[np.ndarray | None, str]] = []
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        for part in pool.map(lambda chunk: [_decode(f, img_size) for f in chunk], chunks):
+            decoded += part
+            if progress is not None:
+                progress(len(decoded), len(files))
+    return decoded
+
+
+def _read_folders(root: Path, files: list[Path], img_size: int, progress: Progress | None = None) -> dict:
     split_dirs = _split_dirs(root)
     class_dirs = _class_folders(root)   # some class folder holds an image: _locate checked
     present = [c for c in FER2013_CLASSES if c in {normalise_class_name(d.name) for d in class_dirs}]
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        decoded = list(pool.map(lambda f: _decode(f, img_size), files))
+    decoded = _decode_all(files, img_size, progress)
     images, labels, splits, ids, skipped = [], [], [], [], []
     per_folder: dict[Path, int] = {}
     for f, (img, err) in zip(files, decoded):

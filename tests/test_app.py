@@ -8,8 +8,11 @@ import sys
 import threading
 import time
 import tomllib
+from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+
+import pytest
 
 from conftest import HEAVY_LIBRARIES, ROOT, heavy_libraries_loaded_by, make_folder_dataset, needs_fer
 from fer_core.data import load_dataset
@@ -120,6 +123,7 @@ def test_the_server_listens_on_this_machine_only():
     assert server["address"] == "127.0.0.1"
     assert server["allowedHosts"] == ["localhost", "127.0.0.1"]
     assert server["headless"] is True and server["runOnSave"] is False
+    assert server["fileWatcherType"] == "none"
     assert server["maxUploadSize"] == 200
     assert server.get("enableXsrfProtection", True) is True and server.get("enableCORS", True) is True
     assert server.get("enableStaticServing", False) is False
@@ -179,3 +183,55 @@ def test_every_widget_has_a_key_named_after_its_page():
         assert found or script == "app.py", script
         unprefixed = [(line, call, key) for line, call, key in found if not (key or "").startswith(prefix)]
         assert unprefixed == [], f"{script}: widgets without a key starting with {prefix!r}"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]).split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
+
+
+def _inotify_watches(pid: int) -> int:
+    """The inotify watches the process holds (one a watched folder): each is a line of its inotify fds' fdinfo."""
+    watches = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            watches += info.read_text().count("inotify wd:")
+        except OSError:   # an fd closed meanwhile
+            pass
+    return watches
+
+
+@pytest.mark.skipif(not Path("/proc/self/fdinfo").is_dir(), reason="reads the server's CPU time from /proc")
+def test_a_served_app_with_a_large_folder_beside_it_stays_idle(tmp_path):
+    """With the repository's config the server watches no files: a folder of thousands beside the app (the
+    quick start's .venv) costs no inotify watches, and the server sits idle after a page while files change
+    there (a training run writing its logs)."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
+
+    from dashboard.live_server import streamlit_server
+
+    (tmp_path / "app.py").write_text("import streamlit as st\nst.title('idle')\n")
+    for d in range(600):   # 600 folders, as a virtual environment has thousands
+        folder = tmp_path / "venv" / f"pkg{d // 20}" / f"mod{d}"
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text("x = 1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}   # the config as written
+    with streamlit_server(env, script=tmp_path / "app.py", log_path=tmp_path / "server.log") as url:
+        pid = int(subprocess.check_output(["pgrep", "-f", "--newest", str(tmp_path / "app.py")]).split()[0])
+        with connect(url.replace("http", "ws", 1) + "/_stcore/stream", origin=url) as session:
+            rerun = BackMsg()
+            rerun.rerun_script.query_string = ""
+            session.send(rerun.SerializeToString())   # a visitor opens the page: the script runs
+            while ForwardMsg.FromString(session.recv(timeout=30)).WhichOneof("type") != "script_finished":
+                pass
+            time.sleep(0.5)
+            used, start = _cpu_seconds(pid), time.monotonic()
+            for i in range(30):   # three seconds of writes beside the app
+                (tmp_path / "venv" / "pkg1" / "mod25" / "__init__.py").write_text(f"x = {i}\n")
+                time.sleep(0.1)
+            share = (_cpu_seconds(pid) - used) / (time.monotonic() - start)
+            assert _inotify_watches(pid) == 0
+    assert share < 0.1, f"the idle server used {share:.0%} of a core"
+    assert "inotify" not in (tmp_path / "server.log").read_text().lower()

@@ -582,3 +582,37 @@ def test_summary_matches_the_loaded_data_set_before_and_after_caching(layout, tm
         assert cached.num_images(split, ["angry", "happy"]) == len(loaded.subset(["angry", "happy"]).split(split))
     with pytest.raises(DataError, match="unknown split 'Nowhere'"):
         cached.num_images("Nowhere")
+
+
+# --- decoding progress ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["folders", "csv"])
+def test_progress_is_reported_while_decoding_and_not_from_the_cache(layout, tmp_path, monkeypatch):
+    """A page draws a progress bar from the callback: rising counts, the last one the whole data set."""
+    monkeypatch.setattr(data_mod, "DECODE_CHUNK", 8)
+    monkeypatch.setattr(data_mod, "CSV_PROGRESS_ROWS", 8)
+    if layout == "csv":
+        rng = np.random.default_rng(0)
+        path = write_fer_csv(tmp_path / "fer2013.csv", [(k % 7, synthetic_face(k % 7, rng), "Training")
+                                                        for k in range(40)])
+    else:
+        path = make_folder_dataset(tmp_path / "fer", per_class=4)
+    calls = []
+    summary = data_mod.summarize_dataset(path, cache_dir=tmp_path / "cache",
+                                         progress=lambda done, total: calls.append((done, total)))
+    n = sum(sum(c.values()) for c in summary.counts.values())
+    assert len(calls) >= 3 and calls[-1] == (n, n)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and all(0 < d <= t for d, t in calls)
+    again = []
+    load_dataset(path, cache_dir=tmp_path / "cache", progress=lambda *a: again.append(a))
+    assert again == []   # read from the cache: nothing to report
+
+
+def test_decoding_in_chunks_keeps_the_file_order(folder_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(data_mod, "DECODE_CHUNK", 5)
+    chunked = load_dataset(folder_dataset, use_cache=False)
+    monkeypatch.setattr(data_mod, "DECODE_CHUNK", 10_000)
+    whole = load_dataset(folder_dataset, use_cache=False)
+    for name in whole.splits:
+        assert chunked.splits[name].ids == whole.splits[name].ids
+        assert torch.equal(chunked.splits[name].images, whole.splits[name].images)
