@@ -16,6 +16,7 @@ import dataclasses
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -67,9 +68,48 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, t
     return model, state
 
 
+class ClassifierBase:
+    """What every runtime's classifier shares: probabilities from its own ``preprocess`` and ``logits``. A runtime
+    (PyTorch here, ONNX Runtime in :mod:`fer_core.runtime`) supplies those two, ``class_names`` and ``img_size``;
+    evaluation, prediction and the server call only these."""
+
+    runtime: ClassVar[str] = ""
+
+    @torch.no_grad()
+    def predict_proba(self, faces: torch.Tensor | np.ndarray, batch_size: int = 256) -> np.ndarray:
+        faces = torch.as_tensor(faces)
+        if faces.ndim == 2:
+            faces = faces[None]
+        out = []
+        for i in range(0, len(faces), batch_size):
+            out.append(torch.softmax(self.logits(self.preprocess(faces[i:i + batch_size])), 1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def kept_class_index(class_names, classes) -> list[int]:
+    """Indices of ``classes`` among a model's ``class_names``, in the model's order (``restricted_to``)."""
+    unknown = [c for c in classes if c not in class_names]
+    if unknown:
+        raise CheckpointError(f"the model has no class {', '.join(unknown)}; it knows {', '.join(class_names)}")
+    return [i for i, c in enumerate(class_names) if c in classes]
+
+
+def finite_logits(out: torch.Tensor, source: str) -> torch.Tensor:
+    """``out`` if every row is finite. Non-finite logits are refused: softmax would turn them into NaN
+    probabilities, and argmax into a confident-looking label."""
+    finite = torch.isfinite(out).all(1)
+    if not finite.all():
+        raise CheckpointError(f"{source or 'the model'}: NaN or infinite outputs for "
+                              f"{int((~finite).sum())} of {len(out)} faces; its weights overflow "
+                              "(a corrupt checkpoint or one saved from a diverged run)")
+    return out
+
+
 @dataclass
-class FerClassifier:
+class FerClassifier(ClassifierBase):
     """A trained model with what it needs to turn grey face crops into class probabilities."""
+
+    runtime: ClassVar[str] = "torch"
 
     model: torch.nn.Module
     class_names: tuple[str, ...]
@@ -100,13 +140,9 @@ class FerClassifier:
     def restricted_to(self, classes) -> FerClassifier:
         """This model choosing among some of its classes only, e.g. a 7-class model scored on a 4-class
         protocol: the other classes' logits are dropped before the softmax. Keeps the model's class order."""
-        unknown = [c for c in classes if c not in self.class_names]
-        if unknown:
-            raise CheckpointError(f"the model has no class {', '.join(unknown)}; "
-                                  f"it knows {', '.join(self.class_names)}")
-        kept = [c for c in self.class_names if c in classes]
-        return dataclasses.replace(self, model=LogitSubset(self.model, [self.class_names.index(c) for c in kept]),
-                                   class_names=tuple(kept))
+        index = kept_class_index(self.class_names, classes)
+        return dataclasses.replace(self, model=LogitSubset(self.model, index),
+                                   class_names=tuple(self.class_names[i] for i in index))
 
     def preprocess(self, faces: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 grey faces (N, H, W) -> normalised float (N, 1, S, S) on the model's device."""
@@ -118,23 +154,7 @@ class FerClassifier:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float logits for a batch from :meth:`preprocess`. Non-finite ones are refused: softmax would turn
         them into NaN probabilities, and argmax into a confident-looking label."""
-        out = self.model(x).float()
-        finite = torch.isfinite(out).all(1)
-        if not finite.all():
-            raise CheckpointError(f"{self.source or 'the model'}: NaN or infinite outputs for "
-                                  f"{int((~finite).sum())} of {len(out)} faces; its weights overflow "
-                                  "(a corrupt checkpoint or one saved from a diverged run)")
-        return out
-
-    @torch.no_grad()
-    def predict_proba(self, faces: torch.Tensor | np.ndarray, batch_size: int = 256) -> np.ndarray:
-        faces = torch.as_tensor(faces)
-        if faces.ndim == 2:
-            faces = faces[None]
-        out = []
-        for i in range(0, len(faces), batch_size):
-            out.append(torch.softmax(self.logits(self.preprocess(faces[i:i + batch_size])), 1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+        return finite_logits(self.model(x).float(), self.source)
 
 
 def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, arch: str) -> None:

@@ -16,6 +16,8 @@ TTA_MODES = ("none", "flip", "flip+crops")                    # evaluation.tta_v
 GREY_MEAN, GREY_STD = 0.449, 0.226
 # ``TrainConfig.select_metric`` -> the metrics-row key it selects the best epoch by (``runs.best_row`` reads the flag)
 SELECT_KEYS = {"accuracy": "val_acc", "macro_f1": "val_macro_f1"}
+# where a model runs (fer_core.runtime.load_classifier); auto: the fastest installed that matches PyTorch
+RUNTIME_NAMES = ("auto", "torch", "onnxruntime")
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "eigencam", "xgradcam", "layercam", "hirescam")   # explanation.CAM_METHODS
 
 
