@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,10 +128,37 @@ def checkpoint_metadata(path: str, mtime: float) -> dict | None:
         return None
 
 
-@st.cache_data(show_spinner="Reading the data set…")
+@st.cache_resource(show_spinner=False)
+def _summaries() -> tuple[dict[str, DatasetSummary], threading.Lock]:
+    """The data sets' summaries by path, once per server, and the lock that lets one session decode at a time.
+    Not ``st.cache_data``: its replay refuses the progress bar, an element drawn into a block made outside it."""
+    return {}, threading.Lock()
+
+
 def data_summary(path: str) -> DatasetSummary:
-    """Class names, images per split and class, and the split roles; no images and no PyTorch once cached."""
-    return summarize_dataset(path)
+    """Class names, images per split and class, and the split roles; no images and no PyTorch once cached. An
+    uncached data set is decoded first, with a progress bar where this is called (FER-2013: seconds)."""
+    memo, lock = _summaries()
+    with lock:
+        if path not in memo:
+            memo[path] = summarize_dataset(path, progress=DecodingProgress())
+    return memo[path]
+
+
+class DecodingProgress:
+    """A ``progress(done, total)`` callback for ``fer_core.data``: a progress bar drawn on its first call where it
+    was made, and removed when the last image is decoded."""
+
+    def __init__(self, what: str = "Decoding the data set's images"):
+        self.what, self.slot, self.bar = what, st.empty(), None
+
+    def __call__(self, done: int, total: int) -> None:
+        text = f"{self.what}: {done:,} of {total:,} (once: they are cached for the next visit)"
+        if self.bar is None:
+            self.bar = self.slot.progress(0.0, text=text)
+        self.bar.progress(min(done / max(total, 1), 1.0), text=text)
+        if done >= total:
+            self.slot.empty()
 
 
 @st.cache_resource(show_spinner="Reading the data set…")

@@ -1,16 +1,12 @@
 """Plotly figures for the Train page, made from a run's metrics rows (``Run.metrics()``: one dict an
-epoch), and the few small readers the page needs (a run's summary row, a log's tail)."""
+epoch); the small readers it needs (a run's summary row, a log's tail) live in ``dashboard.tables``, which the
+home page imports without Plotly."""
 from __future__ import annotations
-
-from datetime import datetime
 
 import plotly.graph_objects as go
 
-from fer_core.config import SELECT_KEYS
-from fer_core.runs import Run, best_row
-
-# how each selection metric reads on the page: TrainConfig.select_metric -> label
-METRIC_LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+from dashboard.tables import read_tail, run_summary, selection  # noqa: F401 (the Train page's readers, here too)
+from fer_core.runs import best_row
 
 TRAIN_COLOUR, VAL_COLOUR = "#2a6fdb", "#e4572e"
 _LAYOUT = dict(height=320, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
@@ -84,38 +80,3 @@ def class_weights_figure(weights: dict[str, float]) -> go.Figure:
     fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
     fig.update_layout(title="Effective class weights in the loss", **_LAYOUT)
     return fig
-
-
-# --- small readers ---------------------------------------------------------------------------------
-
-def read_tail(path, lines: int = 40) -> str:
-    """The last lines of a text file ('' if it does not exist)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def selection(config: dict) -> tuple[str, str]:
-    """The run's selection metric: (its metrics-row key, how it reads), e.g. ('val_macro_f1', 'macro-F1')."""
-    metric = config.get("select_metric") or "accuracy"
-    return SELECT_KEYS.get(metric, "val_acc"), METRIC_LABELS.get(metric, metric)
-
-
-def run_summary(run: Run) -> dict:
-    """One row of the runs table; "best" is the epoch in ``best.safetensors`` (``runs.best_row``)."""
-    status, rows = run.status(), run.metrics()
-    try:
-        config = run.read_config()
-    except (OSError, ValueError):
-        config = {}
-    best = best_row(rows) or {}
-    try:
-        created = datetime.fromtimestamp(run.config_path.stat().st_mtime)
-    except OSError:
-        created = None
-    return {"run": run.run_id, "state": status.get("state"), "model": config.get("model"),
-            "epochs done": len(rows), "epochs": config.get("epochs"), "best epoch": best.get("epoch"),
-            "selected by": selection(config)[1], "best val acc": best.get("val_acc"),
-            "best val macro-F1": best.get("val_macro_f1"), "created": created}

@@ -47,8 +47,51 @@ def test_home_renders_counts_checkpoints_and_runs_without_importing_pytorch(monk
             "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
             "assert not at.exception, at.exception\n"
             "assert any('63 images' in m.value for m in at.markdown), [m.value for m in at.markdown]\n"
-            "assert 'fer2013_effnet_b0.safetensors' in at.dataframe[0].value['checkpoint'].tolist()\n")
+            "table = next(d.value for d in at.dataframe if 'Checkpoint' in d.value.columns)\n"
+            "assert 'fer2013_effnet_b0.safetensors' in table['Checkpoint'].tolist()\n")
     assert heavy_libraries_loaded_by(code, libraries=("torch",)) == []
+
+
+def test_home_is_a_landing_page_with_the_bundled_models_scores(monkeypatch, tmp_path):
+    """What the bundled model scores (its saved single-model report of the test split), a link to try a photo,
+    the checkpoints with their accuracy, and no 'None' cell; all of it before the data set is read."""
+    from fer_core.storage import load_report
+
+    monkeypatch.setenv("FER2013_PATH", str(tmp_path / "nowhere"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    saved = load_report(ROOT / "checkpoints" / "fer2013_effnet_b0.PrivateTest.json")
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Accuracy on PrivateTest"] == f"{saved['accuracy']:.1%}"
+    assert cards["Macro-F1"] == f"{saved['macro']['f1']:.3f}"
+    assert any(link.proto.label == "Try it on a photo" and link.proto.page.endswith("Predict")
+               for link in at.get("page_link"))
+    table = next(d.value for d in at.dataframe if "Checkpoint" in d.value.columns)
+    row = table.set_index("Checkpoint").loc["fer2013_effnet_b0.safetensors"]
+    assert row["Accuracy"] == f"{saved['accuracy']:.1%}" and row["Measured on"] == "PrivateTest"
+    assert not any(d.value.isna().any().any() or d.value.isin(["None"]).any().any() for d in at.dataframe)
+    assert [h.value for h in at.header] == ["The bundled model", "Pages", "Checkpoints", "Runs", "Data set"]
+
+
+def test_home_decodes_an_uncached_data_set_with_a_progress_bar(monkeypatch, tmp_path):
+    import dashboard.common as common
+
+    data = make_folder_dataset(tmp_path / "fer", per_class=3)
+    monkeypatch.setenv("FER2013_PATH", str(data))
+    calls = []
+
+    def summarize(path, progress=None):
+        calls.append(progress)
+        progress(30, 63)
+        return common.summarize_dataset.__wrapped__(path, progress=progress)
+
+    summarize.__wrapped__ = common.summarize_dataset
+    monkeypatch.setattr(common, "summarize_dataset", summarize)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert len(calls) == 1 and isinstance(calls[0], common.DecodingProgress)
+    assert any("63 images" in m.value for m in at.markdown)
+    assert not at.get("progress")   # removed once every image is decoded
 
 
 def test_home_links_every_page(monkeypatch, tmp_path):
@@ -57,7 +100,7 @@ def test_home_links_every_page(monkeypatch, tmp_path):
     assert not at.exception
     pages = {"Train": "pages/1_Train.py", "Metrics": "pages/2_Metrics.py", "Grad-CAM": "pages/3_Grad-CAM.py",
              "Predict": "pages/4_Predict.py"}
-    assert [link.proto.page for link in at.get("page_link")] == list(pages)
+    assert [link.proto.page for link in at.get("page_link")][-4:] == list(pages)   # after "Try it on a photo"
     for title, script in pages.items():
         at.switch_page(script).run()
         assert not at.exception
