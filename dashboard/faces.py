@@ -17,7 +17,7 @@ from PIL import Image
 
 from fer_core.checkpoint import FerClassifier
 from fer_core.explanation import Explanation, explain
-from fer_core.imaging import centre_square, crop_face, display_square, fit_within, resize_squares, to_grey
+from fer_core.imaging import centre_square, detected_face_crop, display_square, fit_within, resize_squares, to_grey
 from fer_core.predict import (ImageError, ImagePrediction, annotate, load_image, model_faces, predict_image,
                               predictions_table, write_csv)
 
@@ -49,16 +49,18 @@ def read_upload(upload) -> np.ndarray:
 
 def prediction_faces(rgb: np.ndarray, prediction: ImagePrediction, size: int) -> np.ndarray:
     """The grey crops (N, size, size) the faces of ``prediction`` were classified from, in its order: from its
-    boxes, without detecting again."""
+    landmarks (aligned) or boxes, without detecting again."""
     gray = to_grey(rgb)
-    crops = [crop_face(gray, f.box) if prediction.detected else centre_square(gray) for f in prediction.faces]
+    crops = [detected_face_crop(gray, f.box, f.landmarks) if prediction.detected else centre_square(gray)
+             for f in prediction.faces]
     return resize_squares(crops, size)
 
 
-def main_face(rgb: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
-    """The largest detected face of an image at ``size`` px, or its centred square when none is found
-    (then the second value is False)."""
-    _, found = model_faces(rgb, size, detect=True)
+def main_face(rgb: np.ndarray, size: int, **detection) -> tuple[np.ndarray, bool]:
+    """The largest detected face of an image at ``size`` px (aligned when the detector gives landmarks), or its
+    centred square when none is found (then the second value is False). ``detection``: ``detector``,
+    ``face_model``, ``min_face``, ``min_score`` as ``fer_core.predict.face_crops`` takes them."""
+    _, found = model_faces(rgb, size, detect=True, **detection)
     if len(found):
         return found[0], True
     return model_faces(rgb, size, detect=False)[1][0], False
@@ -74,10 +76,12 @@ class ImageAnalysis:
     faces: np.ndarray        # (N, S, S) grey crops at the model's input size, in the prediction's order
 
 
-def analyse_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = True, name: str = "") -> ImageAnalysis:
-    """Detect (or, with ``detect`` False, take the whole image as one face), classify, annotate."""
-    prediction = predict_image(classifier, rgb, detect=detect, path=name)
-    annotated = annotate(rgb, prediction)
+def analyse_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = True, name: str = "",
+                  landmarks: bool = False, **detection) -> ImageAnalysis:
+    """Detect (or, with ``detect`` False, take the whole image as one face), classify, annotate (with the
+    landmarks drawn when ``landmarks`` is set). ``detection`` as ``main_face`` takes it."""
+    prediction = predict_image(classifier, rgb, detect=detect, path=name, **detection)
+    annotated = annotate(rgb, prediction, landmarks=landmarks)
     preview, _ = fit_within(annotated, PREVIEW_SIDE)
     return ImageAnalysis(prediction, png_bytes(annotated), preview,
                          prediction_faces(rgb, prediction, classifier.img_size))
@@ -121,7 +125,7 @@ def predictions_frame(results: list[ImagePrediction], class_names) -> pd.DataFra
     """The CSV's rows as a table with numeric columns (blank where an image has no face)."""
     frame = pd.DataFrame(predictions_table(results, class_names))
     for column in frame.columns:
-        if column not in ("path", "error", "label"):
+        if column not in ("path", "error", "label", "detector"):
             frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce")
     if "face" in frame:
         frame["face"] = frame["face"].astype("Int64")

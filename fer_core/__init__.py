@@ -28,8 +28,8 @@ _EXPORTS = {
     "explanation": ("CAM_METHODS", "Explanation", "explain"),
     "config": ("MODEL_NAMES", "PRESETS", "TrainConfig"),
     "models": ("ModelError", "create_model"),
-    "predict": ("ImageError", "ImagePrediction", "annotate", "detect_faces", "load_image", "predict_image",
-                "predict_paths"),
+    "predict": ("ImageError", "ImagePrediction", "annotate", "load_image", "predict_image", "predict_paths"),
+    "detection": ("Face", "FaceModelError", "detect_faces", "get_detector"),
     "runs": ("Run", "RunError", "RunStore"),
     "training": ("TrainingDiverged", "train"),
 }
@@ -57,8 +57,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .explanation import CAM_METHODS, Explanation, explain
     from .config import MODEL_NAMES, PRESETS, TrainConfig
     from .models import ModelError, create_model
-    from .predict import (ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image,
-                          predict_paths)
+    from .detection import Face, FaceModelError, detect_faces, get_detector
+    from .predict import ImageError, ImagePrediction, annotate, load_image, predict_image, predict_paths
     from .runs import Run, RunError, RunStore
     from .storage import CheckpointError, load_report, read_metadata, save_report
     from .training import TrainingDiverged, train

@@ -151,7 +151,7 @@ def cmd_predict(args) -> int:
     from .predict import predict_paths, predictions_table, write_csv
 
     classifier = FerClassifier.from_checkpoint(_checkpoint(args.checkpoint))
-    results = predict_paths(classifier, args.images, detect=not args.no_detect, progress=True)
+    results = predict_paths(classifier, args.images, detect=not args.no_detect, progress=True, **_detection(args))
     if not results:
         raise CliError("no images found in " + ", ".join(args.images))
     records = [r.to_dict() for r in results]
@@ -169,8 +169,28 @@ def cmd_predict(args) -> int:
                 print(f"{r.path}: no face found (try --no-detect for an aligned face crop)")
             for i, f in enumerate(r.faces):
                 top = ", ".join(f"{c} {p:.2f}" for c, p in sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:3])
-                print(f"{r.path} face {i} at {f.box}: {f.label} ({top})")
+                score = "" if f.score is None else f" score {f.score:.2f}"
+                print(f"{r.path} face {i} at {f.box} ({r.detector}{score}): {f.label} ({top})")
     return 1 if all(r.error for r in results) else 0
+
+
+def _add_detection_flags(parser: argparse.ArgumentParser) -> None:
+    """The face-detection options ``predict`` and ``explain`` share (``detection.get_detector``'s)."""
+    from .config import DEFAULT_MIN_SCORE, DETECTOR_NAMES, FACE_MODEL_ENV
+
+    parser.add_argument("--detector", default=DETECTOR_NAMES[0], choices=DETECTOR_NAMES,
+                        help="yunet (default: faces of any tilt, with landmarks, aligned) or haar (frontal faces)")
+    parser.add_argument("--face-model", metavar="PATH", help=f"the YuNet model file (default: ${FACE_MODEL_ENV}, "
+                        "else the user cache, else downloaded once from OpenCV Zoo)")
+    parser.add_argument("--min-face", type=int, metavar="PX", help="smallest face side in pixels of the photo "
+                        "(default: YuNet any, Haar 6%% of the shorter side)")
+    parser.add_argument("--min-score", type=float, metavar="S", help=f"YuNet's smallest face score, 0-1 "
+                        f"(default {DEFAULT_MIN_SCORE})")
+
+
+def _detection(args) -> dict:
+    return {"detector": args.detector, "face_model": args.face_model, "min_face": args.min_face,
+            "min_score": args.min_score}
 
 
 # --- explain -------------------------------------------------------------------------------
@@ -186,7 +206,8 @@ def cmd_explain(args) -> int:
     if not cv2.haveImageWriter(str(args.out)):   # before the work, not after it
         raise CliError(f"could not write {args.out} (use a .png or .jpg name)")
     classifier = FerClassifier.from_checkpoint(_checkpoint(args.checkpoint))
-    boxes, faces = model_faces(load_image(args.image), classifier.img_size, detect=not args.no_detect)
+    found, faces = model_faces(load_image(args.image), classifier.img_size, detect=not args.no_detect,
+                               **_detection(args))
     if not len(faces):
         raise CliError(f"{args.image}: no face found; pass --no-detect if the image is an aligned face crop")
     if not 0 <= args.face < len(faces):
@@ -199,7 +220,7 @@ def cmd_explain(args) -> int:
         raise CliError(f"could not encode the figure for {args.out}")
     atomic_write_bytes(args.out, encoded.tobytes())   # a reader never sees half an image
     print(f"{args.out}: {result.method} for '{result.target}' (predicted {result.predicted}, "
-          f"p={result.probabilities[result.predicted]:.2f}) on face {args.face} at {boxes[args.face]}")
+          f"p={result.probabilities[result.predicted]:.2f}) on face {args.face} at {found[args.face].box}")
     return 0
 
 
@@ -269,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", help="image files or folders")
     s.add_argument("--checkpoint", help="default: the bundled checkpoint")
     s.add_argument("--no-detect", action="store_true", help="treat each image as one aligned face crop")
+    _add_detection_flags(s)
     s.add_argument("--json", action="store_true", help="print one JSON record an image")
     s.add_argument("--csv", metavar="OUT", help="write one CSV row a face")
     s.set_defaults(func=cmd_predict)
@@ -280,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", help="class to explain (default: the predicted one)")
     s.add_argument("--face", type=int, default=0, help="which detected face (0: the largest)")
     s.add_argument("--no-detect", action="store_true", help="treat the image as one aligned face crop")
+    _add_detection_flags(s)
     s.add_argument("--out", required=True, help="output PNG")
     s.set_defaults(func=cmd_explain)
 

@@ -19,6 +19,9 @@ SELECT_KEYS = {"accuracy": "val_acc", "macro_f1": "val_macro_f1"}
 # where a model runs (fer_core.runtime.load_classifier); auto: the fastest installed that matches PyTorch
 RUNTIME_NAMES = ("auto", "torch", "onnxruntime")
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "eigencam", "xgradcam", "layercam", "hirescam")   # explanation.CAM_METHODS
+DETECTOR_NAMES = ("yunet", "haar")                            # detection.get_detector; the first is the default
+DEFAULT_MIN_SCORE = 0.7          # YuNet's score threshold (docs/REAL_PHOTOS.md: recall and false positives)
+FACE_MODEL_ENV = "FER_STUDIO_FACE_MODEL"                      # the YuNet model file, when not in the user cache
 
 
 @dataclass

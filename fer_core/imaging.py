@@ -8,10 +8,13 @@ whether it came from a data set, ``predict``, ``explain`` or a dashboard page:
 * ``crop_face``: a detected box made square, ``FACE_MARGIN`` larger each side, edges replicated;
 * ``resize_square`` / ``resize_squares``: faces at the model's ``size`` x ``size``;
 * ``fit_within``: a copy no larger than a side, for detection and previews;
-* ``display_square``: a small face enlarged smoothly for showing.
+* ``display_square``: a small face enlarged smoothly for showing;
+* ``similarity_to_template`` / ``align_face``: a face with landmarks turned upright and framed as
+  FER-2013's faces are (``FER_TEMPLATE``), edges replicated where it leaves the image;
+* ``detected_face_crop``: the one rule for a detected face: aligned when it has landmarks, else
+  ``crop_face``.
 
-Face alignment (eyes level, a fixed eye distance), when it comes, belongs here too. Only numpy and
-OpenCV: no PyTorch, so data loading and the dashboard pay nothing for it.
+Only numpy and OpenCV: no PyTorch, so data loading and the dashboard pay nothing for it.
 """
 from __future__ import annotations
 
@@ -19,6 +22,12 @@ import cv2
 import numpy as np
 
 FACE_MARGIN = 0.15   # extra context around a detected box, as in FER-2013's crops
+# Where FER-2013's faces have their right eye, left eye, nose tip, right and left mouth corner, as fractions
+# of the crop (x right, y down): YuNet's landmarks on 3,240 training faces (every 8th, upscaled 4x, score
+# >= 0.8), averaged and made left-right symmetric. Regenerate with scripts/face_template.py; how it was made
+# and the spread: docs/REAL_PHOTOS.md.
+FER_TEMPLATE = ((0.3182, 0.3745), (0.6818, 0.3745), (0.5000, 0.5808), (0.3558, 0.7468), (0.6442, 0.7468))
+ALIGNED_SIDE_LIMITS = (16, 1024)   # an aligned crop keeps the face's own resolution, within these bounds
 
 
 def to_grey(img: np.ndarray) -> np.ndarray:
@@ -87,3 +96,39 @@ def display_square(img: np.ndarray, size: int) -> np.ndarray:
     if img.shape[:2] == (size, size):
         return img
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def similarity_to_template(points, template=FER_TEMPLATE) -> np.ndarray:
+    """The 2x3 similarity (rotation, uniform scale, shift) that maps ``points`` (N, 2) onto ``template``
+    (N, 2) with the least squared error (Umeyama's closed form, without reflection)."""
+    src, dst = np.asarray(points, np.float64), np.asarray(template, np.float64)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    a, b = src - src_mean, dst - dst_mean
+    # as complex numbers a similarity is one multiplication: dst = z * src; least squares gives z directly
+    za, zb = a[:, 0] + 1j * a[:, 1], b[:, 0] + 1j * b[:, 1]
+    z = np.vdot(za, zb) / max(np.vdot(za, za).real, 1e-12)
+    rot = np.array([[z.real, -z.imag], [z.imag, z.real]])
+    return np.hstack([rot, (dst_mean - rot @ src_mean)[:, None]])
+
+
+def transform_angle(matrix: np.ndarray) -> float:
+    """The rotation of a 2x3 similarity in degrees (image coordinates, y down: positive turns clockwise on
+    screen): how far a face was turned to come out upright."""
+    return float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
+
+
+def align_face(gray: np.ndarray, landmarks, template=FER_TEMPLATE) -> np.ndarray:
+    """The face whose five ``landmarks`` (image px) are given, upright and framed as FER-2013's faces: a square
+    whose side is the face's own size in the image (the model's resize then shrinks it with INTER_AREA);
+    edges replicated where the square leaves the image, as ``crop_face`` does."""
+    unit = similarity_to_template(landmarks, template)
+    scale = float(np.hypot(unit[0, 0], unit[1, 0]))     # crop widths per image pixel
+    lo, hi = ALIGNED_SIDE_LIMITS
+    side = int(np.clip(round(1 / max(scale, 1e-9)), lo, hi))
+    return cv2.warpAffine(gray, unit * side, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def detected_face_crop(gray: np.ndarray, box: list[int], landmarks=None) -> np.ndarray:
+    """The crop of a detected face: aligned onto ``FER_TEMPLATE`` when it has landmarks, else the square
+    around its box (``crop_face``)."""
+    return align_face(gray, landmarks) if landmarks is not None else crop_face(gray, box)

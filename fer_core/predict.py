@@ -1,4 +1,5 @@
-"""Prediction on photos: safe image loading, OpenCV face detection, a crop a face, classification.
+"""Prediction on photos: safe image loading, faces found (:mod:`fer_core.detection`), a crop a face (aligned
+when the detector gives landmarks), classification, tables and drawing.
 
 Any photo is accepted: any size up to ``MAX_PIXELS``; RGB, RGBA, palette, CMYK, grey or 16-bit;
 EXIF orientation honoured. Bad files raise ``ImageError`` with a message fit for a user. The crops and
@@ -19,11 +20,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoint import FerClassifier
 from .data import IMAGE_SUFFIXES
-from .imaging import centre_square, centre_square_box, crop_face, fit_within, resize_squares, to_grey
+from .detection import Detector, Face, as_detector
+from .imaging import centre_square, centre_square_box, detected_face_crop, resize_squares, to_grey
 from .storage import atomic_write
 
 MAX_PIXELS = 40_000_000        # larger images are refused (decompression bombs)
-DETECT_MAX_SIDE = 1024         # faces are detected on a copy no larger than this
 
 
 class ImageError(ValueError):
@@ -44,6 +45,8 @@ class FacePrediction:
     label: str
     confidence: float
     probabilities: dict[str, float]
+    score: float | None = None           # the detector's confidence that this is a face (None: it gives none)
+    landmarks: list[list[float]] | None = None   # five [x, y] in the oriented image (detection.Face)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class ImagePrediction:
     faces: list[FacePrediction] = field(default_factory=list)
     detected: bool = True                # False: the whole image was classified as one face
     error: str | None = None
+    detector: str = "none"               # the detector that found the faces ("none": the whole image)
+    detector_note: str | None = None     # why it is not the one asked for (a fallback), else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,57 +130,41 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-_detector = None
-
-
-def _face_detector() -> cv2.CascadeClassifier:
-    global _detector
-    if _detector is None:
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        _detector = cv2.CascadeClassifier(str(path))
-        if _detector.empty():
-            raise RuntimeError(f"OpenCV face detector not found at {path}")
-    return _detector
-
-
-def detect_faces(img: np.ndarray, min_face_fraction: float = 0.06) -> list[list[int]]:
-    """Face boxes ``[x, y, w, h]`` (largest first) in an RGB or grey image, found by OpenCV's frontal-face Haar
-    cascade."""
-    small, scale = fit_within(to_grey(img), DETECT_MAX_SIDE)
-    small = cv2.equalizeHist(small)
-    min_side = max(20, int(min(small.shape) * min_face_fraction))
-    found = _face_detector().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-    boxes = [[round(v / scale) for v in box] for box in (found.tolist() if len(found) else [])]
-    return sorted(boxes, key=lambda b: -b[2] * b[3])
-
-
-def face_crops(rgb: np.ndarray, detect: bool = True) -> tuple[list[list[int]], list[np.ndarray]]:
-    """Boxes and grey crops of the faces in ``rgb``; with ``detect`` False the image is one aligned face crop
-    and its centred square is the face."""
+def face_crops(rgb: np.ndarray, detect: bool = True, detector: Detector | str | None = None,
+               **options) -> tuple[list[Face], list[np.ndarray]]:
+    """The faces in ``rgb`` (``detection.Face``, largest first) and their grey crops: aligned onto FER-2013's
+    template where the detector gives landmarks, else squares around the boxes. With ``detect`` False the
+    image is one aligned face crop and its centred square is the face. ``detector`` and ``options``
+    (``face_model``, ``min_face``, ``min_score``) as ``detection.get_detector`` takes them."""
     gray = to_grey(rgb)
     if not detect:
-        return [centre_square_box(gray.shape)], [centre_square(gray)]
-    boxes = detect_faces(gray)
-    return boxes, [crop_face(gray, b) for b in boxes]
+        return [Face(centre_square_box(gray.shape))], [centre_square(gray)]
+    found = as_detector(detector, **options).detect(gray)
+    return found, [detected_face_crop(gray, f.box, f.landmarks) for f in found]
 
 
-def model_faces(rgb: np.ndarray, size: int, detect: bool = True) -> tuple[list[list[int]], np.ndarray]:
-    """Boxes and the grey faces (N, size, size) a model of input ``size`` reads: what ``predict_image``
+def model_faces(rgb: np.ndarray, size: int, detect: bool = True, detector: Detector | str | None = None,
+                **options) -> tuple[list[Face], np.ndarray]:
+    """The faces and the grey crops (N, size, size) a model of input ``size`` reads: what ``predict_image``
     classifies, ``explain`` maps and the pages show."""
-    boxes, crops = face_crops(rgb, detect)
-    return boxes, resize_squares(crops, size)
+    found, crops = face_crops(rgb, detect, detector, **options)
+    return found, resize_squares(crops, size)
 
 
-def predict_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = True, path: str = "") -> ImagePrediction:
-    """Classify every face found in an RGB image."""
-    boxes, faces = model_faces(rgb, classifier.img_size, detect)
-    result = ImagePrediction(path, rgb.shape[1], rgb.shape[0], detected=detect)
+def predict_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = True, path: str = "",
+                  detector: Detector | str | None = None, **options) -> ImagePrediction:
+    """Classify every face found in an RGB image; ``detector`` and ``options`` as ``face_crops`` takes them."""
+    chosen = as_detector(detector, **options) if detect else None
+    found, faces = model_faces(rgb, classifier.img_size, detect, chosen)
+    result = ImagePrediction(path, rgb.shape[1], rgb.shape[0], detected=detect,
+                             detector=chosen.name if chosen else "none", detector_note=chosen and chosen.note)
     if len(faces):
         probs = classifier.predict_proba(faces)
-        for box, p in zip(boxes, probs):
+        for face, p in zip(found, probs):
             k = int(p.argmax())
-            result.faces.append(FacePrediction([int(v) for v in box], classifier.class_names[k], float(p[k]),
-                                               {c: round(float(v), 5) for c, v in zip(classifier.class_names, p)}))
+            result.faces.append(FacePrediction(
+                [int(v) for v in face.box], classifier.class_names[k], float(p[k]),
+                {c: round(float(v), 5) for c, v in zip(classifier.class_names, p)}, face.score, face.landmarks))
     return result
 
 
@@ -191,9 +180,11 @@ def expand_image_paths(paths: list[str | Path]) -> list[Path]:
 
 
 def predict_paths(classifier: FerClassifier, paths: list[str | Path], detect: bool = True,
-                  progress: bool = False) -> list[ImagePrediction]:
+                  progress: bool = False, detector: Detector | str | None = None, **options) -> list[ImagePrediction]:
     """One record an image; an unreadable file gives a record whose ``error`` says why (the record's ``path``
-    names the file, so the reason does not repeat it) and the rest go on."""
+    names the file, so the reason does not repeat it) and the rest go on. ``detector`` and ``options`` as
+    ``face_crops`` takes them (the detector is built once for all the files)."""
+    chosen = as_detector(detector, **options) if detect else None
     files = expand_image_paths(paths)
     if progress and len(files) > 1:
         from tqdm import tqdm
@@ -202,9 +193,10 @@ def predict_paths(classifier: FerClassifier, paths: list[str | Path], detect: bo
     results = []
     for f in files:
         try:
-            results.append(predict_image(classifier, load_image(f), detect, str(f)))
+            results.append(predict_image(classifier, load_image(f), detect, str(f), chosen))
         except ImageError as e:
-            results.append(ImagePrediction(str(f), 0, 0, detected=detect, error=e.reason))
+            results.append(ImagePrediction(str(f), 0, 0, detected=detect, error=e.reason,
+                                           detector=chosen.name if chosen else "none"))
     return results
 
 
@@ -212,14 +204,14 @@ def predictions_table(results: list[ImagePrediction], class_names) -> list[dict]
     """Flat rows (one a face; one for an image without faces) for CSV and data frames."""
     rows = []
     for r in results:
-        base = {"path": r.path, "error": r.error or ("" if r.faces else "no face found")}
+        base = {"path": r.path, "error": r.error or ("" if r.faces else "no face found"), "detector": r.detector}
         if not r.faces:
-            rows.append({**base, "face": "", "x": "", "y": "", "w": "", "h": "", "label": "", "confidence": "",
-                         **{f"p_{c}": "" for c in class_names}})
+            rows.append({**base, "face": "", "x": "", "y": "", "w": "", "h": "", "score": "", "label": "",
+                         "confidence": "", **{f"p_{c}": "" for c in class_names}})
         for i, f in enumerate(r.faces):
             rows.append({**base, "face": i, "x": f.box[0], "y": f.box[1], "w": f.box[2], "h": f.box[3],
-                         "label": f.label, "confidence": round(f.confidence, 5),
-                         **{f"p_{c}": f.probabilities[c] for c in class_names}})
+                         "score": "" if f.score is None else f.score, "label": f.label,
+                         "confidence": round(f.confidence, 5), **{f"p_{c}": f.probabilities[c] for c in class_names}})
     return rows
 
 
@@ -241,8 +233,9 @@ def _write_rows(rows: list[dict], f: io.TextIOBase) -> None:
     writer.writerows(rows)
 
 
-def annotate(rgb: np.ndarray, prediction: ImagePrediction) -> np.ndarray:
-    """A copy of the image with a box and 'label p' drawn for every face."""
+def annotate(rgb: np.ndarray, prediction: ImagePrediction, landmarks: bool = False) -> np.ndarray:
+    """A copy of the image with a box and 'label p' drawn for every face, and its landmarks as dots when
+    ``landmarks`` is set (faces whose detector gives them)."""
     out = rgb.copy()
     thickness = max(2, round(max(out.shape[:2]) / 400))
     font_scale = max(0.5, max(out.shape[:2]) / 1200)
@@ -250,6 +243,9 @@ def annotate(rgb: np.ndarray, prediction: ImagePrediction) -> np.ndarray:
         x, y, w, h = f.box
         color = _PALETTE[i % len(_PALETTE)]
         cv2.rectangle(out, (x, y), (x + w, y + h), color, thickness)
+        for px, py in (f.landmarks or []) if landmarks else []:
+            cv2.circle(out, (round(px), round(py)), max(2, w // 40), (255, 255, 255), -1, cv2.LINE_AA)
+            cv2.circle(out, (round(px), round(py)), max(2, w // 40), color, max(1, thickness // 2), cv2.LINE_AA)
         text = f"{f.label} {f.confidence:.0%}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         ty = y - 4 if y - th - base - 4 > 0 else y + h + th + base + 4

@@ -188,3 +188,22 @@ def wait_for_value(predicate, timeout: float, what: str, proc: subprocess.Popen 
             pytest.fail(f"process exited ({proc.returncode}) while waiting for {what}:\n{out[-3000:]}")
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")
+
+
+SHARED_FACE_MODEL = ROOT.parent / "shared" / "models" / "face_detection_yunet_2023mar.onnx"
+
+
+@pytest.fixture(autouse=True)
+def _shared_face_model(monkeypatch):
+    """Detection uses the shared YuNet model when it is there, so no test tries to download it; without it the
+    library falls back to the Haar cascade (after one failed download when offline)."""
+    if SHARED_FACE_MODEL.exists():
+        monkeypatch.setenv("FER_STUDIO_FACE_MODEL", str(SHARED_FACE_MODEL))
+
+
+@pytest.fixture(scope="session")
+def face_model() -> Path:
+    """The shared YuNet model file (tests that need YuNet itself skip without it)."""
+    if not SHARED_FACE_MODEL.exists():
+        pytest.skip(f"YuNet model not found at {SHARED_FACE_MODEL} (see ../shared/models/README.md)")
+    return SHARED_FACE_MODEL

@@ -14,8 +14,10 @@ from PIL import Image
 import fer_core.predict as predict_mod
 from conftest import synthetic_face
 from fer_core.checkpoint import FerClassifier
-from fer_core.predict import (ImageError, ImagePrediction, annotate, detect_faces, load_image, predict_image,
-                              predict_paths, predictions_table, write_csv)
+from fer_core.detection import DETECT_MAX_SIDE, detect_faces
+from fer_core.imaging import fit_within
+from fer_core.predict import (ImageError, ImagePrediction, annotate, load_image, predict_image, predict_paths,
+                              predictions_table, write_csv)
 from fer_core.storage import temporaries_of
 from conftest import huge_png
 
@@ -187,25 +189,44 @@ def test_image_error_carries_name_and_reason():
 
 # --- detection and crops -------------------------------------------------------------------
 
-def test_detect_faces_finds_the_face(face_photo):
+def _needs(detector: str, request) -> str:
+    """``detector``, after skipping when it is YuNet and the shared model is absent."""
+    if detector == "yunet":
+        request.getfixturevalue("face_model")
+    return detector
+
+
+@pytest.mark.parametrize("detector", ["haar", "yunet"])
+def test_detect_faces_finds_the_face(face_photo, detector, request):
     rgb = load_image(face_photo)
     assert rgb.shape == (400, 600, 3)
-    boxes = detect_faces(rgb)
-    assert len(boxes) == 1
-    assert _iou(boxes[0], FACE_BOX) > 0.4, boxes
+    faces = detect_faces(rgb, _needs(detector, request))
+    assert len(faces) == 1
+    assert _iou(faces[0].box, FACE_BOX) > 0.4, faces
 
 
-def test_detect_faces_on_a_large_photo_maps_boxes_back(face_photo):
-    """Detection runs on a copy at most DETECT_MAX_SIDE px; boxes come back in full-size pixels."""
+@pytest.mark.parametrize("detector", ["haar", "yunet"])
+def test_detect_faces_on_a_large_photo_maps_boxes_back(face_photo, detector, request):
+    """Detection runs on a copy at most DETECT_MAX_SIDE px; boxes and landmarks come back in full-size pixels."""
+    _needs(detector, request)
     rgb = cv2.resize(load_image(face_photo), (1800, 1200), interpolation=cv2.INTER_CUBIC)
-    boxes = detect_faces(rgb)
-    assert len(boxes) == 1
-    assert _iou(boxes[0], [3 * v for v in FACE_BOX]) > 0.4, boxes
+    faces = detect_faces(rgb, detector)
+    assert len(faces) == 1
+    assert _iou(faces[0].box, [3 * v for v in FACE_BOX]) > 0.4, faces
+    copy, scale = fit_within(rgb, DETECT_MAX_SIDE)   # what the detector saw, mapped back by hand
+    on_copy = detect_faces(copy, detector)
+    assert np.abs(np.array(faces[0].box) - np.array(on_copy[0].box) / scale).max() <= 2
+    if detector == "yunet":
+        # within 3% of the face: landmarks of a tilted face are measured again on an upright copy of the full image
+        err = np.abs(np.array(faces[0].landmarks) - np.array(on_copy[0].landmarks) / scale).max()
+        assert err < 0.03 * faces[0].box[2], err
 
 
-def test_blank_image_has_no_face():
-    assert detect_faces(np.full((300, 400, 3), 128, np.uint8)) == []
-    assert detect_faces(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)) == []
+@pytest.mark.parametrize("detector", ["haar", "yunet"])
+def test_blank_image_has_no_face(detector, request):
+    assert detect_faces(np.full((300, 400, 3), 128, np.uint8), _needs(detector, request)) == []
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    assert detect_faces(noise, detector) == []
 
 
 # --- classification ------------------------------------------------------------------------
