@@ -87,6 +87,34 @@ def analyse_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = Tru
                          prediction_faces(rgb, prediction, classifier.img_size))
 
 
+def detector_caption(prediction: ImagePrediction) -> str:
+    """Which detector found the faces, in words, for the caption under a photo."""
+    if not prediction.detected:
+        return "No face detection: the centred square of the image is the face."
+    if prediction.detector == "yunet":
+        return "Faces found by YuNet, each turned upright and framed as FER-2013's faces from its landmarks."
+    return "Faces found by OpenCV's Haar cascade (frontal faces; cropped around the box, not aligned)."
+
+
+def fallback_message(prediction: ImagePrediction) -> str:
+    """The warning when YuNet was asked for and the Haar cascade ran: why, and the one line that fixes it."""
+    why, _, fix = prediction.detector_note.partition("; using the Haar cascade; ")
+    return (f"{why}, so the Haar cascade ran (it misses tilted and turned faces). {fix[:1].upper()}{fix[1:]} "
+            "(then reload the page).")
+
+
+def no_face_hint(prediction: ImagePrediction) -> str:
+    """What a photo without faces needs, for the detector that ran."""
+    if prediction.detector == "yunet":
+        return "Try a lower detection confidence; faces need to show both eyes and be at least about 10 px."
+    return "Faces need to be roughly frontal and at least about 6% of the image's shorter side."
+
+
+def display_face(face: np.ndarray, size: int = 192) -> np.ndarray:
+    """A model-size grey face enlarged for showing beside its Grad-CAM (the maps' display size)."""
+    return display_square(face, size)
+
+
 def explain_faces(classifier: FerClassifier, faces: np.ndarray, method: str,
                   target: str | None = None) -> list[Explanation]:
     """``fer_core.explanation.explain``, one call at a time (its hooks sit on the shared model)."""

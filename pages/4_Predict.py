@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import faces
 from dashboard.common import checkpoint_choices, classifier_or_stop, load_classifier
-from fer_core.config import CAM_METHOD_NAMES
+from fer_core.config import CAM_METHOD_NAMES, DEFAULT_MIN_SCORE
 from fer_core.predict import ImageError, ImagePrediction
 
 MAX_FACES_SHOWN = 12          # per image; the CSV has every face
@@ -15,10 +15,12 @@ st.set_page_config(page_title="Predict · FER Studio", page_icon="📷", layout=
 
 
 @st.cache_data(max_entries=32, show_spinner="Finding and classifying faces…")
-def analyse(data: bytes, name: str, checkpoint: str, mtime: float, detect: bool) -> faces.ImageAnalysis:
-    """Cached per file content, model version and detection mode; a bad file raises ImageError (not cached)."""
+def analyse(data: bytes, name: str, checkpoint: str, mtime: float, detect: bool, min_score: float,
+            landmarks: bool) -> faces.ImageAnalysis:
+    """Cached per file content, model version and detection settings; a bad file raises ImageError (not cached)."""
     rgb = faces.decode_image(data, name)
-    return faces.analyse_image(load_classifier(Path(checkpoint)), rgb, detect=detect, name=name)
+    return faces.analyse_image(load_classifier(Path(checkpoint)), rgb, detect=detect, name=name,
+                               landmarks=landmarks, min_score=min_score)
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing Grad-CAM…")
@@ -49,6 +51,13 @@ checkpoint = choices[checkpoint_label]
 classifier = classifier_or_stop(checkpoint)
 mtime = checkpoint.stat().st_mtime
 st.caption(f"{classifier.arch}, {classifier.img_size} px input, classes: {', '.join(classifier.class_names)}.")
+left, right = st.columns(2)
+min_score = left.slider("Detection confidence", 0.1, 0.95, DEFAULT_MIN_SCORE, 0.05, key="predict_min_score",
+                        help="The YuNet face detector's smallest score for a face: lower finds more (small, turned, "
+                             "half-hidden) faces and more false ones.")
+show_landmarks = right.toggle("Draw landmarks", key="predict_landmarks",
+                              help="Eyes, nose tip and mouth corners, from which each face is turned upright "
+                                   "and framed as FER-2013's faces before it is classified.")
 
 # --- the photos ---------------------------------------------------------------------------
 uploads = st.file_uploader("Photos (JPEG, PNG or WebP)", type=faces.UPLOAD_TYPES, accept_multiple_files=True,
@@ -71,7 +80,8 @@ for upload, title in images:
     whole_key = f"predict_whole:{upload.file_id}"
     whole = bool(st.session_state.get(whole_key, False))
     try:
-        analysis = analyse(upload.getvalue(), upload.name, str(checkpoint), mtime, not whole)
+        analysis = analyse(upload.getvalue(), upload.name, str(checkpoint), mtime, not whole, min_score,
+                           show_landmarks)
     except ImageError as e:
         st.error(f"Skipped: {e}")
         results.append(ImagePrediction(upload.name, 0, 0, error=str(e)))
@@ -82,10 +92,12 @@ for upload, title in images:
         continue
     prediction = analysis.prediction
     results.append(prediction)
+    if prediction.detector_note:
+        st.warning(faces.fallback_message(prediction))
 
     if not prediction.faces:
-        st.warning(f"No face found in {title}. Faces need to be roughly frontal and at least about 6% of the "
-                   "image's shorter side. If the image is itself a face crop, classify it as a whole.")
+        st.warning(f"No face found in {title}. {faces.no_face_hint(prediction)} If the image is itself a face "
+                   "crop, classify it as a whole.")
     if whole or not prediction.faces:
         st.checkbox("Treat the whole image as one face", key=whole_key,
                     help="Skips face detection and classifies the centred square of the image.")
@@ -96,6 +108,7 @@ for upload, title in images:
     image_col, faces_col = st.columns([3, 2])
     n = len(prediction.faces)
     found = "the whole image, as one face" if whole else f"{n} face{'s' if n > 1 else ''} found"
+    image_col.caption(faces.detector_caption(prediction))
     image_col.image(analysis.preview, caption=f"{title}: {found}", width="stretch")
     image_col.download_button("Download the annotated image (PNG)", analysis.annotated_png,
                               file_name=f"{Path(upload.name).stem}_annotated.png", mime="image/png",
@@ -112,11 +125,11 @@ for upload, title in images:
         for i, face in enumerate(prediction.faces[:shown]):
             with st.container(border=True):
                 st.markdown(f"**{faces.face_label(face, i)}**")
-                pics, bars = st.columns([1, 2])
+                crop, cam, bars = st.columns([1, 1, 2])
+                crop.image(faces.display_face(analysis.faces[i]), caption="aligned" if face.landmarks else "face",
+                           width="stretch")
                 if cams:
-                    pics.image(cams[i].overlay, caption=f"{method}: {face.label}", width="stretch")
-                else:
-                    pics.image(analysis.faces[i], caption="face", width="stretch")
+                    cam.image(cams[i].overlay, caption=f"{method}: {face.label}", width="stretch")
                 bars.plotly_chart(faces.probability_figure(face.probabilities, face.label),
                                   key=f"predict_bars:{upload.file_id}:{i}", config={"displayModeBar": False})
 

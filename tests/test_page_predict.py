@@ -165,3 +165,27 @@ def test_camera_photo(env, face_photo, downloads):
     assert "Camera photo" in _texts(at.subheader)
     assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
     assert len(_csv_rows(downloads)) == 1
+
+
+def test_detection_confidence_landmarks_and_which_detector_ran(env, face_photo, face_model, downloads):
+    at = _upload(_page(), ("photo.jpg", face_photo.read_bytes(), "image/jpeg"))
+    assert not at.exception and not at.warning
+    assert any("Faces found by YuNet" in c for c in _texts(at.caption))
+    assert any(c == "aligned" for i in at.image for c in i.captions)       # the aligned crop beside the map
+    plain = downloads["photo_annotated.png"]
+    at.toggle(key="predict_landmarks").set_value(True).run()
+    assert not at.exception and downloads["photo_annotated.png"] != plain  # the dots are drawn
+    at.slider(key="predict_min_score").set_value(0.95).run()               # stricter than this face's score
+    assert not at.exception
+    assert any("No face found" in t and "lower detection confidence" in t for t in _texts(at.warning))
+
+
+def test_missing_face_model_says_so_and_uses_haar(env, face_photo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_STUDIO_FACE_MODEL", str(tmp_path / "absent.onnx"))
+    at = _upload(_page(), ("photo.jpg", face_photo.read_bytes(), "image/jpeg"))
+    assert not at.exception
+    warnings = _texts(at.warning)
+    assert len(warnings) == 1 and "absent.onnx: cannot be read" in warnings[0]
+    assert "the Haar cascade ran" in warnings[0] and "set FER_STUDIO_FACE_MODEL=PATH" in warnings[0]
+    assert any("Haar cascade" in c for c in _texts(at.caption))
+    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
