@@ -1,4 +1,4 @@
-"""``python -m fer_core info|train|evaluate|predict|explain|export``: thin wiring of library calls."""
+"""``python -m fer_core info|train|evaluate|predict|explain|export|serve``: thin wiring of library calls."""
 from __future__ import annotations
 
 import argparse
@@ -125,19 +125,19 @@ def cmd_train(args) -> int:
 # --- evaluate ------------------------------------------------------------------------------
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import FerClassifier
     from .data import load_dataset, parse_class_list
     from .evaluation import evaluate, summary_line
+    from .runtime import load_classifier
     from .storage import save_report
 
     ckpt = _checkpoint(args.checkpoint)
-    classifier = FerClassifier.from_checkpoint(ckpt)
+    classifier = load_classifier(ckpt, args.runtime)
     if args.classes:
         classifier = classifier.restricted_to(parse_class_list(args.classes))
     dataset = load_dataset(args.data, classes=list(classifier.class_names))
     split = dataset.split(args.split)
     report = evaluate(classifier, split, split_name=args.split, tta=args.tta, progress=True, source=dataset.source)
-    report["checkpoint"] = str(ckpt)
+    report.update(checkpoint=str(ckpt), runtime=classifier.runtime)
     if args.json:
         save_report(report, args.json)
     print(summary_line(report))
@@ -147,10 +147,10 @@ def cmd_evaluate(args) -> int:
 # --- predict -------------------------------------------------------------------------------
 
 def cmd_predict(args) -> int:
-    from .checkpoint import FerClassifier
     from .predict import predict_paths, predictions_table, write_csv
+    from .runtime import load_classifier
 
-    classifier = FerClassifier.from_checkpoint(_checkpoint(args.checkpoint))
+    classifier = load_classifier(_checkpoint(args.checkpoint), args.runtime)
     results = predict_paths(classifier, args.images, detect=not args.no_detect, progress=True, **_detection(args))
     if not results:
         raise CliError("no images found in " + ", ".join(args.images))
@@ -227,6 +227,11 @@ def cmd_explain(args) -> int:
 # --- export --------------------------------------------------------------------------------
 
 def cmd_export(args) -> int:
+    """By the output's suffix: ``.onnx`` an ONNX graph (checked against PyTorch), else a weights-only copy."""
+    if Path(args.out).suffix.lower() == ".onnx":
+        return _export_onnx(args)
+    if args.classes:
+        raise CliError("--classes restricts an ONNX export (OUT.onnx); a .safetensors copy keeps every class")
     from .checkpoint import read_tensors, save_checkpoint
     from .storage import read_metadata
 
@@ -236,6 +241,39 @@ def cmd_export(args) -> int:
            for k, v in meta.items() if k not in ("optimizer_groups", "progress")}
     save_checkpoint(args.out, model_state, raw, half=args.half)
     print(f"{args.out}: {Path(args.out).stat().st_size / 1e6:.1f} MB ({'fp16' if args.half else 'fp32'})")
+    return 0
+
+
+def _export_onnx(args) -> int:
+    from .checkpoint import FerClassifier
+    from .data import parse_class_list
+    from .onnx_export import OPSET, export_onnx, file_sha256, reference_faces
+
+    if args.half:
+        raise CliError("--half makes an fp16 .safetensors copy; an ONNX graph is exported in fp32")
+    classifier = FerClassifier.from_checkpoint(args.checkpoint)
+    if args.classes:
+        classifier = classifier.restricted_to(parse_class_list(args.classes))
+    faces, what = reference_faces(args.data, classifier.img_size)
+    result = export_onnx(classifier, args.out, faces, source_sha256=file_sha256(args.checkpoint))
+    print(f"{args.out}: {Path(args.out).stat().st_size / 1e6:.1f} MB ONNX (opset {OPSET}, dynamic batch, "
+          f"{len(classifier.class_names)} classes); probabilities within {result.max_difference:.1g} of PyTorch's "
+          f"on {result.faces_checked} {what}")
+    return 0
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    from .runtime import load_classifier
+
+    classifier = load_classifier(_checkpoint(args.checkpoint), args.runtime)
+    from .serve import serve   # FastAPI: imported only by this command
+
+    print(f"serving {classifier.source} ({classifier.arch}, {classifier.runtime}) on http://{args.host}:{args.port} "
+          f"(API docs at /docs)", file=sys.stderr)
+    serve(classifier, host=args.host, port=args.port, face_model=args.face_model,
+          max_body_bytes=int(args.max_body_mb * 2**20))
     return 0
 
 
@@ -276,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint on a split and write a JSON report")
-    s.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the bundled one)")
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
     s.add_argument("--data", required=True)
     s.add_argument("--split", default="PrivateTest", help="Training, PublicTest, PrivateTest, or test (both)")
     s.add_argument("--tta", nargs="?", const="flip+crops", default="none", choices=TTA_MODES,
@@ -284,15 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", help="score a subset of the model's classes: their images only, the model choosing "
                    "among them (e.g. a 7-class model on angry,disgust,fear,happy)")
     s.add_argument("--json", metavar="OUT", help="write the report here")
+    _add_runtime_flag(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="detect faces in photos and classify their expressions")
     s.add_argument("images", nargs="+", help="image files or folders")
-    s.add_argument("--checkpoint", help="default: the bundled checkpoint")
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
     s.add_argument("--no-detect", action="store_true", help="treat each image as one aligned face crop")
     _add_detection_flags(s)
     s.add_argument("--json", action="store_true", help="print one JSON record an image")
     s.add_argument("--csv", metavar="OUT", help="write one CSV row a face")
+    _add_runtime_flag(s)
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("explain", help="class-activation map of a face as a PNG")
@@ -306,12 +346,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output PNG")
     s.set_defaults(func=cmd_explain)
 
-    s = sub.add_parser("export", help="copy a checkpoint's model weights (optionally fp16) for shipping")
+    s = sub.add_parser("export", help="a checkpoint as ONNX (OUT.onnx, checked against PyTorch) or a copy of its "
+                       "model weights (OUT.safetensors, optionally fp16) for shipping")
     s.add_argument("checkpoint")
-    s.add_argument("out")
-    s.add_argument("--half", action="store_true", help="store floating-point weights as fp16")
+    s.add_argument("out", help="OUT.onnx: an ONNX graph; OUT.safetensors: the weights")
+    s.add_argument("--half", action="store_true", help="store floating-point weights as fp16 (.safetensors only)")
+    s.add_argument("--classes", help="an ONNX model choosing among these classes only, comma-separated")
+    s.add_argument("--data", help="faces to check the ONNX graph on (default: FER-2013 where found, else synthetic)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="an HTTP API: POST /predict (images in multipart fields named file) answers "
+                       "predict --json's records; GET /health, GET /model; docs at /docs")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
+    s.add_argument("--max-body-mb", type=float, default=32, help="largest request body in MiB (default 32)")
+    s.add_argument("--face-model", metavar="PATH", help="the YuNet model file (as predict's; requests choose the "
+                   "detector, min_face and min_score)")
+    _add_runtime_flag(s)
+    s.set_defaults(func=cmd_serve)
     return p
+
+
+def _add_runtime_flag(parser: argparse.ArgumentParser) -> None:
+    from .config import RUNTIME_NAMES
+
+    parser.add_argument("--runtime", default="auto", choices=RUNTIME_NAMES,
+                        help="where the model runs: auto (ONNX Runtime where installed and it matches PyTorch; the "
+                        "graph is exported once and cached), torch, or onnxruntime (default: auto)")
 
 
 LIBRARY_ERRORS = {"fer_core.storage": "CheckpointError", "fer_core.data": "DataError",

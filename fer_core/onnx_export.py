@@ -63,6 +63,20 @@ def synthetic_faces(size: int, n: int = 32, seed: int = 0) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def reference_faces(data: str | Path | None, size: int, n: int = 256) -> tuple[np.ndarray, str]:
+    """Faces to check an export on, and what they are: ``n`` faces spread over the validation split of the data
+    set at ``data`` (the one :func:`fer_core.data.find_fer2013` finds when None), else :func:`synthetic_faces`."""
+    from .data import find_fer2013, load_dataset
+
+    data = data or find_fer2013()
+    if data is None:
+        return synthetic_faces(size), "synthetic faces (no data set found; --data PATH checks on real ones)"
+    dataset = load_dataset(data)
+    images = dataset.split(dataset.validation_split).images
+    picked = images[np.linspace(0, len(images) - 1, min(n, len(images))).astype(int)] if len(images) else images
+    return picked.numpy(), f"{dataset.validation_split} faces of {dataset.source}"
+
+
 def export_graph(classifier: FerClassifier, faces: np.ndarray | torch.Tensor | None = None,
                  source_sha256: str = "") -> ExportResult:
     """``classifier`` (a restricted one too: its ``LogitSubset`` is part of the graph) as a checked ONNX model:

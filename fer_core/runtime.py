@@ -190,6 +190,10 @@ def load_classifier(path: str | Path, runtime: str = "auto", threads: int = 0) -
             if runtime == "onnxruntime":
                 raise
             log.warning("running %s in PyTorch: %s", path, e)
+        except CheckpointError:
+            if runtime == "onnxruntime":
+                raise
+            # auto: a file neither runtime can use gets PyTorch's loader's error, as with runtime="torch"
     if onnx_file:
         raise CheckpointError(f"{path}: an ONNX model runs in onnxruntime, not torch; give the .safetensors "
                               "checkpoint it was exported from")

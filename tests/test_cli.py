@@ -385,3 +385,71 @@ def test_an_unforeseen_library_error_is_named_once(monkeypatch, capsys):
     assert cli_mod.main(["info", "--data", "anything"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cv2.error: something inside OpenCV") and "error: error" not in err
+
+
+# --- export to ONNX and the runtime flag --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runtimes(tmp_path_factory, tiny_checkpoint):
+    """The export and --runtime commands of the tiny model, from one batch run."""
+    base = tmp_path_factory.mktemp("runtimes")
+    ns = SimpleNamespace(base=base, data=make_folder_dataset(base / "fer", per_class=4), onnx=base / "tiny.onnx",
+                         copy=base / "copy.safetensors", restricted=base / "two.onnx")
+    ns.reports = {name: base / f"{name}.json" for name in ("torch", "onnxruntime", "onnx file")}
+    face = base / "face.png"
+    cv2.imwrite(str(face), synthetic_face(3, np.random.default_rng(1)))
+    evaluate_args = ["evaluate", "--data", ns.data, "--split", "test", "--tta", "flip"]
+    ns.results = run_cli_batch({
+        "export onnx": ["export", tiny_checkpoint, ns.onnx, "--data", ns.data],
+        "export copy": ["export", tiny_checkpoint, ns.copy, "--half"],
+        "export restricted": ["export", tiny_checkpoint, ns.restricted, "--classes", "sad,happy"],
+        "error half onnx": ["export", tiny_checkpoint, base / "half.onnx", "--half"],
+        "evaluate torch": [*evaluate_args, "--checkpoint", tiny_checkpoint, "--runtime", "torch",
+                           "--json", ns.reports["torch"]],
+        "evaluate onnxruntime": [*evaluate_args, "--checkpoint", tiny_checkpoint, "--runtime", "onnxruntime",
+                                 "--json", ns.reports["onnxruntime"]],
+        "evaluate onnx file": [*evaluate_args, "--checkpoint", ns.onnx, "--json", ns.reports["onnx file"]],
+        "predict onnx file": ["predict", face, "--checkpoint", ns.restricted, "--no-detect", "--json"],
+        "error onnx in torch": ["predict", face, "--checkpoint", ns.onnx, "--runtime", "torch"],
+    }, base)
+    return ns
+
+
+def test_export_onnx_checks_the_graph_and_keeps_the_safetensors_copy(runtimes, tiny_checkpoint):
+    import onnx
+
+    r = runtimes.results["export onnx"]
+    assert r.returncode == 0, r.stderr
+    assert "ONNX (opset 17, dynamic batch, 7 classes)" in r.stdout and "PyTorch's on 28 PublicTest faces" in r.stdout
+    props = {p.key: p.value for p in onnx.load(str(runtimes.onnx)).metadata_props}
+    assert json.loads(props["class_names"]) == list(FER2013_CLASSES)
+    r = runtimes.results["export copy"]
+    assert r.returncode == 0 and "(fp16)" in r.stdout, r.stderr
+    copy = FerClassifier.from_checkpoint(runtimes.copy)
+    assert copy.class_names == FER2013_CLASSES and next(copy.model.parameters()).dtype.is_floating_point
+    r = runtimes.results["export restricted"]
+    assert r.returncode == 0 and "2 classes" in r.stdout, r.stderr
+    assert_one_line_error(runtimes.results["error half onnx"], "exported in fp32")
+
+
+def test_evaluate_gives_the_same_report_in_every_runtime(runtimes):
+    reports = {}
+    for name, path in runtimes.reports.items():
+        r = runtimes.results[f"evaluate {name}"]
+        assert r.returncode == 0, r.stderr
+        reports[name] = json.loads(path.read_text())
+    assert [reports[n]["runtime"] for n in reports] == ["torch", "onnxruntime", "onnxruntime"]
+    base = reports["torch"]
+    for report in reports.values():
+        assert report["accuracy"] == base["accuracy"] and report["confusion_matrix"] == base["confusion_matrix"]
+        assert np.allclose([p["probabilities"] for p in report["predictions"]],
+                           [p["probabilities"] for p in base["predictions"]], atol=1e-4)
+
+
+def test_predict_takes_an_onnx_file_and_torch_refuses_it(runtimes):
+    r = runtimes.results["predict onnx file"]
+    assert r.returncode == 0, r.stderr
+    (record,) = json.loads(r.stdout)
+    assert set(record["faces"][0]["probabilities"]) == {"happy", "sad"}
+    assert_one_line_error(runtimes.results["error onnx in torch"], "tiny.onnx",
+                          "runs in onnxruntime, not torch")
