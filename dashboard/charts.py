@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from fer_core.data import FER2013_CLASSES
+
 METRIC_NAMES = {"precision": "Precision", "recall": "Recall", "f1": "F1"}
-RIGHT_WRONG_COLOURS = {"right": "#2a9d8f", "wrong": "#e76f51"}
+RIGHT_WRONG_COLOURS = {"right": "#2a9d8f", "wrong": "#d08c60"}   # calm: teal and a muted amber
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -51,7 +53,7 @@ def headline(report: dict) -> dict:
 
 def comparison_table(reports: dict[str, dict]) -> pd.DataFrame:
     """One row a report (keyed by label): the headline numbers and each class's F1."""
-    classes = _union_classes(reports.values())
+    classes = union_classes(reports.values())
     rows = []
     for label, rep in reports.items():
         rows.append({"report": label, **headline(rep),
@@ -95,17 +97,25 @@ def per_class_bars(report: dict) -> go.Figure:
     return fig
 
 
-def confusion_heatmap(report: dict, normalise: bool = False) -> go.Figure:
-    """The confusion matrix as a heat map, true classes down, predicted across; counts or row shares."""
+def confusion_heatmap(report: dict, normalise: bool = True) -> go.Figure:
+    """The confusion matrix as a heat map across the width, true classes down, predicted across: each cell the
+    share of its true class's row (the diagonal is the recall) with the count under it, or the counts alone; the
+    diagonal (right answers) outlined."""
     names = report["class_names"]
+    counts = confusion_values(report)
     z = confusion_values(report, normalise)
-    text = [[f"{v:.0%}" if normalise else f"{int(v)}" for v in row] for row in z]
+    text = [[f"{share:.0%}<br>({int(n):,})" if normalise else f"{int(n):,}" for share, n in zip(zr, nr)]
+            for zr, nr in zip(z, counts)]
     fig = go.Figure(go.Heatmap(
-        z=z.tolist(), x=names, y=names, text=text, texttemplate="%{text}", colorscale="Blues",
-        zmin=0, zmax=1 if normalise else None, colorbar=dict(title="share" if normalise else "images"),
+        z=z.tolist(), x=names, y=names, text=text, texttemplate="%{text}", colorscale="Blues", xgap=1, ygap=1,
+        zmin=0, zmax=1 if normalise else None,
+        colorbar=dict(title="share of the row" if normalise else "images", tickformat=".0%" if normalise else ","),
         hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
-    fig.update_layout(xaxis=dict(title="predicted", side="bottom"),
-                      yaxis=dict(title="true", autorange="reversed", scaleanchor="x"), margin=dict(t=30, b=10))
+    for k in range(len(names)):   # the right answers
+        fig.add_shape(type="rect", x0=k - 0.5, x1=k + 0.5, y0=k - 0.5, y1=k + 0.5, line=dict(color="#1d2433", width=2))
+    fig.update_layout(xaxis=dict(title="predicted class", side="bottom", constrain="domain"),
+                      yaxis=dict(title="true class", autorange="reversed"),
+                      height=140 + 56 * len(names), margin=dict(t=20, b=10, l=10, r=10))
     return fig
 
 
@@ -149,18 +159,20 @@ def reliability_diagram(report: dict, class_name: str | None = None) -> go.Figur
     widths = [b["upper"] - b["lower"] for b in bins]
     fig = go.Figure([
         go.Bar(name="accuracy", x=centres, y=[b["accuracy"] for b in bins], width=widths, marker_color="#2a6fdb",
+               text=[f"{b['count']:,}" for b in bins], textposition="outside", cliponaxis=False,
+               textfont=dict(size=10, color="#5b6477"),
                customdata=[[b["count"], b["confidence"]] for b in bins],
                hovertemplate="confidence %{customdata[1]:.3f}: accuracy %{y:.3f} (%{customdata[0]} images)"
                              "<extra></extra>"),
         go.Scatter(name="mean confidence", x=centres, y=[b["confidence"] for b in bins], mode="markers",
-                   marker=dict(color="#e76f51", symbol="line-ew-open", size=14, line_width=2)),
+                   marker=dict(color="#1d2433", symbol="line-ew-open", size=14, line_width=2)),
         go.Scatter(name="perfect calibration", x=[0, 1], y=[0, 1], mode="lines",
                    line=dict(dash="dash", color="grey")),
     ])
     who = "all answers" if class_name is None else f"answers '{class_name}'"
     title = f"{who}: ECE {ece:.3f}" if ece is not None else f"{who}: no answers"
-    fig.update_layout(title=title, xaxis=dict(title="confidence", range=[0, 1]),
-                      yaxis=dict(title="accuracy", range=[0, 1]), bargap=0.05, legend_title_text="",
+    fig.update_layout(title=f"{title}; over each bar: its answers", xaxis=dict(title="confidence", range=[0, 1]),
+                      yaxis=dict(title="accuracy", range=[0, 1.1]), bargap=0.05, legend_title_text="",
                       margin=dict(t=40, b=10))
     return fig
 
@@ -194,7 +206,7 @@ def frequency_vs_recall(report: dict, counts: dict[str, int] | None = None,
 
 def comparison_f1_bars(reports: dict[str, dict]) -> go.Figure:
     """Grouped bars of per-class F1, one colour a report."""
-    classes = _union_classes(reports.values())
+    classes = union_classes(reports.values())
     fig = go.Figure([go.Bar(name=label, x=classes,
                             y=[rep["per_class"][c]["f1"] if c in rep["per_class"] else None for c in classes])
                      for label, rep in reports.items()])
@@ -203,22 +215,74 @@ def comparison_f1_bars(reports: dict[str, dict]) -> go.Figure:
     return fig
 
 
-HEADLINE_BARS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted F1", "ece": "ECE"}
+HEADLINE_BARS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted F1"}
+
+
+def zoomed_range(values, pad: float = 0.02, span: float = 0.1) -> list[float]:
+    """A y range around ``values`` (scores in [0, 1]) at least ``span`` wide, so that differences of one or two
+    points show as bars of visibly different heights (a 0-1 axis flattens them)."""
+    found = [v for v in values if v is not None]
+    if not found:
+        return [0.0, 1.0]
+    lo, hi = min(found) - pad, max(found) + pad
+    if hi - lo < span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - span / 2, mid + span / 2
+    return [max(0.0, lo), min(1.0, hi)]
 
 
 def comparison_headline_bars(reports: dict[str, dict]) -> go.Figure:
-    """Grouped bars of accuracy, macro-F1, weighted F1 and ECE, one colour a report."""
+    """Grouped bars of accuracy, macro-F1 and weighted F1, one colour a report, on an axis zoomed to them."""
     fig = go.Figure()
+    values = []
     for label, rep in reports.items():
         h = headline(rep)
-        fig.add_trace(go.Bar(name=label, x=list(HEADLINE_BARS.values()), y=[h[k] for k in HEADLINE_BARS]))
-    fig.update_layout(barmode="group", yaxis=dict(title="value", range=[0, 1]),
+        values += [h[k] for k in HEADLINE_BARS]
+        fig.add_trace(go.Bar(name=label, x=list(HEADLINE_BARS.values()), y=[h[k] for k in HEADLINE_BARS],
+                             text=[f"{h[k]:.1%}" for k in HEADLINE_BARS], textposition="outside", cliponaxis=False))
+    fig.update_layout(barmode="group", yaxis=dict(title="value (axis zoomed to the bars)", range=zoomed_range(values),
+                                                  tickformat=".0%"),
                       legend=dict(orientation="h", y=-0.25), margin=dict(t=30, b=10))
     return fig
 
 
-def _union_classes(reports) -> list[str]:
+def union_classes(reports) -> list[str]:
+    """The classes of all reports, in the label order (0 angry ... 6 neutral), others after them."""
     seen: list[str] = []
     for rep in reports:
         seen += [c for c in rep["class_names"] if c not in seen]
-    return seen
+    return sorted(seen, key=lambda c: FER2013_CLASSES.index(c) if c in FER2013_CLASSES else len(FER2013_CLASSES))
+
+
+# --- findings: what a caption may say, computed from the data the chart shows --------------------
+
+def _ranks(values: list[float]) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    return ranks
+
+
+def frequency_recall_finding(report: dict, counts: dict[str, int] | None = None) -> str:
+    """What the class-frequency chart shows, in words: where the rarest class's recall ranks, and the rank
+    correlation (Spearman's) of frequency and recall, worded by its size. Empty with fewer than three classes."""
+    names = [c for c in report["class_names"] if report["per_class"][c].get("recall") is not None]
+    if counts is None:
+        counts = {c: report["per_class"][c]["support"] for c in names}
+    if len(names) < 3:
+        return ""
+    freq = [counts.get(c, 0) for c in names]
+    recall = [report["per_class"][c]["recall"] for c in names]
+    rarest = names[int(np.argmin(freq))]
+    place = sorted(recall, reverse=True).index(report["per_class"][rarest]["recall"]) + 1
+    share = min(freq) / max(sum(freq), 1)
+    rho = float(np.corrcoef(_ranks(freq), _ranks(recall))[0, 1]) if len(set(freq)) > 1 and len(set(recall)) > 1 else 0
+    trend = ("rarer classes are recalled less" if rho >= 0.5 else "rarer classes are recalled more" if rho <= -0.5
+             else "frequency and recall are only weakly related")
+    return (f"The rarest class, {rarest} ({share:.1%} of these images), has the {_ordinal(place)}-highest recall of "
+            f"{len(names)} ({report['per_class'][rarest]['recall']:.2f}). Across the classes, {trend} (rank "
+            f"correlation {rho:+.2f}).")
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"

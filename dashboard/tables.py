@@ -3,6 +3,7 @@ dash for a missing value, every cell a string (a grid shows a missing number as 
 right-aligns the number columns. Frames for programs (the CSV downloads) stay in ``dashboard.charts``."""
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -20,16 +21,20 @@ METRIC_LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 HEADLINE_SPLITS = ("PrivateTest", "test", "Test", "PublicTest", "Validation")
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))   # a frame holds None as NaN
+
+
 def percent(value, digits: int = 1) -> str:
-    return MISSING if value is None else f"{value:.{digits}%}"
+    return MISSING if _missing(value) else f"{value:.{digits}%}"
 
 
 def decimal(value, digits: int = 3) -> str:
-    return MISSING if value is None else f"{value:.{digits}f}"
+    return MISSING if _missing(value) else f"{value:.{digits}f}"
 
 
 def count(value) -> str:
-    return MISSING if value is None else f"{int(value):,}"
+    return MISSING if _missing(value) else f"{int(value):,}"
 
 
 def _rank(order: tuple[str, ...], value: str) -> int:
@@ -86,7 +91,7 @@ def comparison(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     first = frame.iloc[0] if len(frame) else None
 
     def delta(value, key: str) -> str:
-        if first is None or value is None or first[key] is None or pd.isna(value) or pd.isna(first[key]):
+        if first is None or _missing(value) or _missing(first[key]):
             return MISSING
         return f"{100 * (value - first[key]):+.1f}"
 
@@ -97,7 +102,7 @@ def comparison(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
                         "Δ macro-F1 (points)": [delta(v, "macro_f1") for v in frame["macro_f1"]],
                         "Weighted F1": frame["weighted_f1"].map(decimal), "ECE": frame["ece"].map(decimal)})
     for c in classes:
-        out[f"F1 {c}"] = frame[f"f1_{c}"].map(lambda v: MISSING if v is None or pd.isna(v) else decimal(v))
+        out[f"F1 {c}"] = frame[f"f1_{c}"].map(decimal)
     return out
 
 

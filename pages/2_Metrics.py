@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import charts, common
+from dashboard import charts, common, tables
 from fer_core.config import TTA_MODES
 from fer_core.data import DataError, DatasetSummary
 from fer_core.storage import save_report
@@ -54,10 +54,7 @@ def saved_report_file(checkpoint: Path, split: str, tta: str) -> Path:
 def show_per_class(report: dict, ckpt: Path, split: str, tta: str) -> None:
     per_class = charts.per_class_table(report)
     st.plotly_chart(charts.per_class_bars(report), key="metrics_per_class")
-    st.dataframe(per_class, hide_index=True, key="metrics_per_class_table",
-                 column_config={k: st.column_config.NumberColumn(format="%.3f")
-                                for k in ("precision", "recall", "f1", "mean_confidence_correct",
-                                          "mean_confidence_wrong", "ece")})
+    tables.show(tables.per_class(per_class), key="metrics_per_class_table")
     stem = saved_report_file(ckpt, report.get("split") or split, report.get("tta") or tta).stem
     d1, d2 = st.columns(2)
     d1.download_button("Download the per-class table (CSV)", per_class.to_csv(index=False).encode(),
@@ -67,8 +64,9 @@ def show_per_class(report: dict, ckpt: Path, split: str, tta: str) -> None:
                        file_name=f"{stem}.predictions.csv", mime="text/csv", key="metrics_csv_predictions")
 
     st.subheader("Confusion matrix")
-    cm_mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="metrics_cm_mode",
-                       help="Row-normalised: each true class's row sums to 1, so the diagonal is the recall.")
+    cm_mode = st.radio("Show", ["row-normalised", "counts"], horizontal=True, key="metrics_cm_mode",
+                       help="Row-normalised: each true class's row sums to 100%, so the diagonal is the recall; "
+                            "the count of images is under each share.")
     st.plotly_chart(charts.confusion_heatmap(report, normalise=cm_mode == "row-normalised"), key="metrics_confusion")
 
 
@@ -94,13 +92,12 @@ def show_bias(report: dict, summary) -> None:
     if summary is not None and "Training" in summary.counts:
         frequency_sources.insert(0, "training set")
     freq_source = st.radio("Class frequency", frequency_sources, horizontal=True, key="metrics_freq_source")
-    if freq_source == "training set":
-        training = {c: summary.counts["Training"][c] for c in report["class_names"]}
-        st.plotly_chart(charts.frequency_vs_recall(report, training, "images in the training set"),
-                        key="metrics_freq")
-    else:
-        st.plotly_chart(charts.frequency_vs_recall(report), key="metrics_freq")
-    st.caption("Rare classes (FER-2013's disgust has 1.5% of the training images) tend to be recalled less.")
+    counts = ({c: summary.counts["Training"][c] for c in report["class_names"]} if freq_source == "training set"
+              else None)
+    st.plotly_chart(charts.frequency_vs_recall(report, counts, "images in the training set") if counts else
+                    charts.frequency_vs_recall(report), key="metrics_freq")
+    st.caption(charts.frequency_recall_finding(report, counts) + " Class weights in the loss can lift a rare "
+               "class's recall.")
 
 
 def show_gallery(report: dict, summary, data: Path | None, class_names: tuple[str, ...]) -> None:
@@ -137,17 +134,21 @@ def show_comparison(choices: dict[str, Path], evaluated: set, data: Path | None,
         c_label = next((lab for lab, p in choices.items() if p == c_path), None)
         if c_label and c_path.exists() and c_path.stat().st_mtime == key[1] and key[2] == str(data):
             loaders[f"{c_label} · {key[3]} (TTA {key[4]}, evaluated now)"] = (lambda k=key: evaluated_report(*k))
-    picked = st.multiselect("Reports", list(loaders), default=[current_label] if current_label in loaders else [],
+    # the checkpoint's own reports, the one on show first: the deltas are from it
+    own = sorted((label for label in loaders if label.split(" · ")[0] == current_label.split(" · ")[0]),
+                 key=lambda label: label != current_label)
+    picked = st.multiselect("Reports", list(loaders), default=own if len(own) > 1 else
+                            [current_label] if current_label in loaders else [],
                             key="metrics_compare",
                             help="Saved reports of every checkpoint and run, and those evaluated in this session.")
     if len(picked) < 2:
         st.write("Choose two or more reports to compare them side by side.")
     else:
         compared = {label: loaders[label]() for label in picked}
-        table = charts.comparison_table(compared)
-        st.dataframe(table, hide_index=True, key="metrics_compare_table",
-                     column_config={k: st.column_config.NumberColumn(format="%.3f")
-                                    for k in table.columns if k not in ("report", "images")})
+        tables.show(tables.comparison(charts.comparison_table(compared), charts.union_classes(compared.values())),
+                    key="metrics_compare_table")
+        st.caption("Δ: the change from the first report chosen, in percentage points (of accuracy, or of macro-F1 "
+                   "times 100).")
         k1, k2 = st.columns(2)
         k1.plotly_chart(charts.comparison_headline_bars(compared), key="metrics_compare_headline")
         k2.plotly_chart(charts.comparison_f1_bars(compared), key="metrics_compare_f1")
@@ -167,10 +168,10 @@ class Chosen:
 
 
 def checkpoint_ui(choices: dict[str, Path], column) -> tuple[str, Path, tuple[str, ...]]:
-    """The checkpoint picker (runs first): its label, file and class names; the script stops on a bad file."""
-    labels = list(choices)
-    runs_first = [lab for lab in labels if lab.startswith("run:")]
-    label = column.selectbox("Checkpoint", labels, index=labels.index(runs_first[0]) if runs_first else 0,
+    """The checkpoint picker (the bundled ones first, then the runs): its label, file and class names; the script
+    stops on a bad file."""
+    labels = list(choices)   # the bundled models first: the one a newcomer came to see, not the last quick run
+    label = column.selectbox("Checkpoint", labels, index=0,
                              key="metrics_checkpoint",
                              help="A checkpoint in checkpoints/ or a training run's best checkpoint.")
     ckpt = choices[label]

@@ -111,13 +111,15 @@ def test_only_the_open_tab_runs(monkeypatch, studio):
 def test_confusion_toggle_switches_counts_and_row_shares(monkeypatch, studio):
     at = select_checkpoint(page(monkeypatch, studio, with_data=False), "bundled: tiny")
     cm = np.array(studio["reports"]["tiny"]["confusion_matrix"], dtype=float)
-    assert np.allclose(figure_with(at, "heatmap")["data"][0]["z"], cm)
-    at.radio(key="metrics_cm_mode").set_value("row-normalised").run()
-    assert not at.exception
-    z = np.array(figure_with(at, "heatmap")["data"][0]["z"])
     rows = cm.sum(1, keepdims=True)
-    assert np.allclose(z, np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0))
-    assert not np.allclose(z, cm)
+    heatmap = figure_with(at, "heatmap")   # row shares first, each with its count, the diagonal outlined
+    assert np.allclose(heatmap["data"][0]["z"], np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0))
+    assert heatmap["data"][0]["text"][0][0] == f"{cm[0, 0] / rows[0, 0]:.0%}<br>({int(cm[0, 0])})"
+    assert len(heatmap["layout"]["shapes"]) == len(cm)
+    assert "scaleanchor" not in heatmap["layout"]["yaxis"]   # the cells take the width, not a square
+    at.radio(key="metrics_cm_mode").set_value("counts").run()
+    assert not at.exception
+    assert np.allclose(figure_with(at, "heatmap")["data"][0]["z"], cm)
 
 
 def test_choosing_two_checkpoints_shows_a_comparison(monkeypatch, studio):
@@ -129,13 +131,64 @@ def test_choosing_two_checkpoints_shows_a_comparison(monkeypatch, studio):
     compare.set_value(["bundled: tiny · test", "bundled: other · test.flip"]).run()
     assert not at.exception
     table = at.dataframe[-1].value
-    assert list(table["report"]) == ["bundled: tiny · test", "bundled: other · test.flip"]
-    for (_, row), rep in zip(table.iterrows(), (studio["reports"]["tiny"], studio["reports"]["other"])):
-        assert row["accuracy"] == pytest.approx(rep["accuracy"])
-        assert row["macro_f1"] == pytest.approx(rep["macro"]["f1"])
-        assert row["f1_happy"] == pytest.approx(rep["per_class"]["happy"]["f1"])
+    assert list(table["Report"]) == ["bundled: tiny · test", "bundled: other · test.flip"]
+    first = studio["reports"]["tiny"]
+    for (_, row), rep in zip(table.iterrows(), (first, studio["reports"]["other"])):
+        assert row["Accuracy"] == f"{rep['accuracy']:.1%}"
+        assert row["Macro-F1"] == f"{rep['macro']['f1']:.3f}"
+        assert row["F1 sad"] == f"{rep['per_class']['sad']['f1']:.3f}" and row["F1 happy"] == "–"   # none in test
+        assert row["Δ accuracy (points)"] == f"{100 * (rep['accuracy'] - first['accuracy']):+.1f}"
     f1_bars = figures(at)[-1]
-    assert [t["name"] for t in f1_bars["data"]] == list(table["report"])
+    assert [t["name"] for t in f1_bars["data"]] == list(table["Report"])
+    headline = figures(at)[-2]
+    low, high = headline["layout"]["yaxis"]["range"]
+    assert high - low < 0.5 or low > 0 or high < 1   # zoomed to the bars, not 0-1
+
+
+def test_compare_starts_with_the_checkpoints_saved_reports(monkeypatch, studio, tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    shutil.copy(studio["checkpoints"] / "tiny.safetensors", ckpts / "tiny.safetensors")
+    save_report(studio["reports"]["tiny"], ckpts / "tiny.test.json")
+    save_report(studio["reports"]["other"], ckpts / "tiny.test.flip.json")
+    at = open_tab(page(monkeypatch, studio, with_data=False, checkpoints=ckpts), "Compare")
+    assert at.multiselect(key="metrics_compare").value == ["bundled: tiny · test", "bundled: tiny · test.flip"]
+    table = at.dataframe[-1].value
+    assert table["Δ accuracy (points)"].iloc[0] == "+0.0" and "Δ macro-F1 (points)" in table
+
+
+def test_metrics_opens_on_the_bundled_model_not_the_newest_run(monkeypatch, studio, tmp_path):
+    from fer_core.runs import RunStore
+
+    runs = tmp_path / "runs"
+    run = RunStore(runs).create({"model": "efficientnet_b0", "epochs": 1}, "quick-run")
+    shutil.copy(studio["checkpoints"] / "tiny.safetensors", run.best_checkpoint)
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(runs))
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(studio["checkpoints"]))
+    monkeypatch.setenv("FER2013_PATH", str(tmp_path / "nowhere"))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="metrics_checkpoint")
+    assert "run: quick-run" in picker.options and picker.value.startswith("bundled:")
+
+
+def test_per_class_table_reads_as_people_read(monkeypatch, studio):
+    at = select_checkpoint(page(monkeypatch, studio, with_data=False), "bundled: tiny")
+    table = at.dataframe[0].value
+    assert list(table.columns)[:5] == ["Class", "Precision", "Recall", "F1", "Images"]
+    assert "Confidence when right" in table and not any("_" in c for c in table.columns)
+    rep = studio["reports"]["tiny"]
+    row = table.set_index("Class").loc["angry"]
+    assert row["Recall"] == f"{rep['per_class']['angry']['recall']:.1%}"
+    assert not table.isna().any().any() and not table.isin(["None", "nan"]).any().any()
+
+
+def test_the_bias_caption_is_computed_from_the_chart(monkeypatch, studio):
+    at = open_tab(select_checkpoint(page(monkeypatch, studio, with_data=False), "bundled: tiny"),
+                  "Bias and calibration")
+    finding = charts.frequency_recall_finding(studio["reports"]["tiny"])
+    assert finding and any(c.value.startswith(finding) for c in at.caption)
+    assert not any("tend to be recalled less" in c.value for c in at.caption)
 
 
 def test_gallery_shows_mistakes_filtered_by_true_and_predicted_class(monkeypatch, studio):
@@ -269,7 +322,7 @@ def test_per_class_bars_and_table(report):
 
 
 def test_confusion_heatmap_counts_and_row_normalised(report):
-    counts = charts.confusion_heatmap(report).data[0]
+    counts = charts.confusion_heatmap(report, normalise=False).data[0]
     assert np.array(counts.z).tolist() == [[2, 1, 0], [1, 1, 0], [1, 0, 2]]
     shares = np.array(charts.confusion_heatmap(report, normalise=True).data[0].z)
     assert shares == pytest.approx(np.array([[2 / 3, 1 / 3, 0], [1 / 2, 1 / 2, 0], [1 / 3, 0, 2 / 3]]))
@@ -320,9 +373,19 @@ def test_comparison_table_and_bars(report):
     f1 = charts.comparison_f1_bars(reports)
     assert [t.name for t in f1.data] == ["first", "perfect"] and list(f1.data[1].y) == [1.0, 1.0, 1.0]
     head = charts.comparison_headline_bars(reports)
-    assert list(head.data[0].x) == ["accuracy", "macro-F1", "weighted F1", "ECE"]
-    assert list(head.data[0].y) == pytest.approx([5 / 8, report["macro"]["f1"], report["weighted"]["f1"],
-                                                  report["ece"]])
+    assert list(head.data[0].x) == ["accuracy", "macro-F1", "weighted F1"]   # ECE, on its own scale, in the table
+    assert list(head.data[0].y) == pytest.approx([5 / 8, report["macro"]["f1"], report["weighted"]["f1"]])
+    assert charts.zoomed_range([0.66, 0.67]) == pytest.approx([0.615, 0.715])   # a point's difference shows
+    assert charts.zoomed_range([0.2, 0.9]) == pytest.approx([0.18, 0.92])
+
+
+def test_the_frequency_finding_says_what_the_numbers_say(report):
+    rare_but_recalled = {"a": 100, "b": 10, "c": 50}   # b: the rarest; recalls a 2/3, b 1/2, c 2/3
+    text = charts.frequency_recall_finding(report, rare_but_recalled)
+    assert text.startswith("The rarest class, b (6.2% of these images), has the 3rd-highest recall of 3 (0.50).")
+    assert "rarer classes are recalled less" in text
+    flipped = charts.frequency_recall_finding(report, {"a": 10, "b": 100, "c": 20})
+    assert "rarest class, a" in flipped and "1st-highest" in flipped and "recalled less" not in flipped
 
 
 def test_misclassified_and_predictions_table(report):
