@@ -99,12 +99,18 @@ def saved_reports(checkpoint: Path) -> dict[str, Path]:
             for p in sorted(checkpoint.parent.glob(f"{checkpoint.stem}.*.json"))}
 
 
+# where the dashboard's models predict: auto (ONNX Runtime when installed and matching PyTorch), torch, onnxruntime
+RUNTIME_SETTING = "FER_STUDIO_RUNTIME"
+
+
 @st.cache_resource(show_spinner="Loading the model…")
 def classifier(path: str, mtime: float) -> FerClassifier:
-    """A model, cached per file version (``mtime`` invalidates a rewritten checkpoint)."""
-    from fer_core.checkpoint import FerClassifier  # PyTorch: imported by the pages that use a model
+    """A model, cached per file version (``mtime`` invalidates a rewritten checkpoint). Its predictions run in the
+    fastest runtime that matches PyTorch (``$FER_STUDIO_RUNTIME``, default auto; the graph is exported once and
+    cached); Grad-CAM gets the PyTorch model from its ``model``, loaded when first asked."""
+    from fer_core.runtime import load_classifier as load_in_runtime  # PyTorch: imported by the pages that use a model
 
-    return FerClassifier.from_checkpoint(path)
+    return load_in_runtime(path, os.environ.get(RUNTIME_SETTING, "auto"))
 
 
 def load_classifier(path: Path) -> FerClassifier:

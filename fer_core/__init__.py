@@ -28,6 +28,8 @@ _EXPORTS = {
     "explanation": ("CAM_METHODS", "Explanation", "explain"),
     "config": ("MODEL_NAMES", "PRESETS", "TrainConfig"),
     "models": ("ModelError", "create_model"),
+    "runtime": ("OnnxClassifier", "load_classifier"),
+    "onnx_export": ("export_onnx",),
     "predict": ("ImageError", "ImagePrediction", "annotate", "load_image", "predict_image", "predict_paths"),
     "detection": ("Face", "FaceModelError", "detect_faces", "get_detector"),
     "runs": ("Run", "RunError", "RunStore"),
@@ -57,6 +59,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .explanation import CAM_METHODS, Explanation, explain
     from .config import MODEL_NAMES, PRESETS, TrainConfig
     from .models import ModelError, create_model
+    from .onnx_export import export_onnx
+    from .runtime import OnnxClassifier, load_classifier
     from .detection import Face, FaceModelError, detect_faces, get_detector
     from .predict import ImageError, ImagePrediction, annotate, load_image, predict_image, predict_paths
     from .runs import Run, RunError, RunStore
