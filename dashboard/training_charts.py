@@ -8,7 +8,8 @@ import plotly.graph_objects as go
 from dashboard.tables import read_tail, run_summary, selection  # noqa: F401 (the Train page's readers, here too)
 from fer_core.runs import best_row
 
-TRAIN_COLOUR, VAL_COLOUR = "#2a6fdb", "#e4572e"
+# calm: training a light blue (dashed), validation the dark ink, the best checkpoint an amber star
+TRAIN_COLOUR, VAL_COLOUR, BEST_COLOUR = "#6f9fe6", "#1d3557", "#e9b44c"
 _LAYOUT = dict(height=320, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
                legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
 
@@ -28,12 +29,20 @@ def _train_val_figure(rows: list[dict], train_key: str, val_key: str, title: str
     best = best_row(rows)
     if best:  # the epoch whose weights are in best.safetensors (chosen by the run's select_metric)
         fig.add_scatter(x=[best["epoch"]], y=[best.get(val_key)], name="best checkpoint", mode="markers",
-                        marker=dict(symbol="star", size=14, color=VAL_COLOUR, line=dict(color="black", width=1)))
+                        marker=dict(symbol="star", size=14, color=BEST_COLOUR, line=dict(color=VAL_COLOUR, width=1)))
     fig.update_layout(title=title, xaxis_title="epoch", **_LAYOUT)
-    fig.update_xaxes(dtick=1 if len(x) <= 20 else None)
+    _epoch_axis(fig, x)
     if percent:
         fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return fig
+
+
+def _epoch_axis(fig: go.Figure, epochs: list[int]) -> None:
+    """Whole epochs as ticks; with a few epochs, an axis from 0 to one past the last, so that one epoch is a
+    point (or a narrow bar) near the left rather than the whole width."""
+    fig.update_xaxes(dtick=1 if len(epochs) <= 20 else None)
+    if epochs and len(epochs) < 5:
+        fig.update_xaxes(range=[0, max(epochs) + 1])
 
 
 def loss_figure(rows: list[dict]) -> go.Figure:
@@ -54,6 +63,7 @@ def learning_rate_figure(rows: list[dict]) -> go.Figure:
         fig.add_scatter(x=_epochs(rows), y=[(r.get("lr") or {}).get(stage) for r in rows], name=stage,
                         mode="lines+markers")
     fig.update_layout(title="Learning rate per stage (end of epoch)", xaxis_title="epoch", **_LAYOUT)
+    _epoch_axis(fig, _epochs(rows))
     fig.update_layout(legend=dict(orientation="v", y=1.0, yanchor="top", x=1.02, xanchor="left"))
     fig.update_yaxes(type="log", exponentformat="power")
     return fig
@@ -66,8 +76,9 @@ def unfrozen_figure(rows: list[dict]) -> go.Figure:
     fig.add_bar(x=_epochs(rows), y=[r.get("unfrozen_stages") for r in rows], marker_color=TRAIN_COLOUR,
                 name="trainable stages",
                 customdata=[", ".join(r.get("unfrozen") or []) for r in rows],
-                hovertemplate="epoch %{x}: %{y} stages<br>%{customdata}<extra></extra>")
+                hovertemplate="epoch %{x}: %{y} stages<br>%{customdata}<extra></extra>", width=0.5)
     fig.update_layout(title="Trainable (unfrozen) stages", xaxis_title="epoch", **_LAYOUT)
+    _epoch_axis(fig, _epochs(rows))
     if total_stages:
         fig.update_yaxes(range=[0, total_stages + 0.5])
     return fig

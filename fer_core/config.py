@@ -127,7 +127,19 @@ PRESETS: dict[str, dict] = {
                              label_smoothing=0.1,
                              drop_rate=0.3, rotate_deg=10, scale_jitter=0.1, translate=0.1, erase_prob=0.25,
                              clean_epochs=15, class_weight_power=0.5, class_weight_cap=3.0, ema_decay=0.999),
-    # A smoke test: a couple of minutes on a laptop CPU.
+    # A smoke test: a couple of minutes on a laptop CPU; it checks that training runs, not what it learns (the Train
+    # page says so: PRESET_NOTES).
     "quick": dict(model="efficientnet_b0", img_size=48, epochs=2, batch_size=32, lr=2e-3,
                   max_train_images=2000, ema_decay=0.0),
+}
+
+# What each preset is for, in a sentence: the Train page shows it under the preset picker.
+PRESET_NOTES: dict[str, str] = {
+    "fer2013-effnet-b0": "The bundled model's recipe: EfficientNet-B0 from random initialisation, 64 px, 65 epochs "
+                         "(days on a 2-core CPU, hours on a GPU).",
+    "fer2013-effnet-b0-pretrained": "Fine-tunes ImageNet weights (downloaded, or a local file through --weights): "
+                                    "96 px, the head first, then one stage at a time.",
+    "fer2013-resnet18": "The ResNet-18 baseline with the bundled model's recipe.",
+    "quick": "A smoke test: 2 epochs of 2,000 training images at 48 px, to check that training works on this "
+             "machine. Its model learns little.",
 }

@@ -6,18 +6,18 @@ reloading the page or closing the tab does not stop it; this page only reads the
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run pages/1_Train.py` puts only pages/ on the path
     sys.path.insert(0, str(ROOT))
 
-from dashboard import common  # noqa: E402
+from dashboard import common, estimates, tables  # noqa: E402
 from dashboard import training_charts as charts  # noqa: E402
-from fer_core.config import MODEL_NAMES, PRESETS, TrainConfig  # noqa: E402
+from fer_core.config import MODEL_NAMES, PRESET_NOTES, PRESETS, TrainConfig  # noqa: E402
 from fer_core.data import FER2013_CLASSES, check_data_source  # noqa: E402
 from fer_core.runs import Run, RunError, best_row, check_run_id  # noqa: E402
 
@@ -28,9 +28,11 @@ INT_FIELDS = ("epochs", "batch_size", "img_size", "max_train_images", "unfreeze_
               "clean_epochs")
 FLOAT_FIELDS = ("lr", "backbone_lr", "layer_decay", "mixup_alpha", "label_smoothing", "class_weight_power",
                 "class_weight_cap")
-STATE_ICON = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "stopped": "⏹️"}
+# Material icons, as the sidebar's: an emoji is an empty box where the machine has no emoji font
+STATE_ICON = {"queued": ":material/hourglass_top:", "running": ":material/directions_run:",
+              "finished": ":material/check_circle:", "failed": ":material/error:", "stopped": ":material/stop_circle:"}
 
-st.set_page_config(page_title="Train · FER Studio", page_icon="🏋️", layout="wide")
+st.set_page_config(page_title="Train · FER Studio", page_icon=":material/model_training:", layout="wide")
 store = common.run_store()
 
 
@@ -70,6 +72,25 @@ def config_from_form() -> tuple[TrainConfig, str | None]:
     return config, name
 
 
+def estimate_ui() -> None:
+    """The run's expected duration for the form's values (as a preset filled them, or as last sent), from a measured
+    training speed (``dashboard.estimates``); nothing without a readable data set to count the images of."""
+    ss = st.session_state
+    try:
+        summary = common.data_summary(str(check_data_source(common.confine_data_path(ss.train_data))))
+    except ValueError:   # DataError included: the form's own check says what is wrong on Start
+        return
+    classes = [c for c in FER2013_CLASSES if c in ss.train_classes] or None
+    train_images = summary.num_images("Training", classes)
+    if ss.train_max_train_images:
+        train_images = min(train_images, ss.train_max_train_images)
+    earlier = [({**r.read_config(), "_run_id": r.run_id}, r.metrics()) for r in store.list() if r.config_path.exists()]
+    guess = estimates.run_estimate(ss.train_model, ss.train_img_size, ss.train_epochs, train_images,
+                                   summary.num_images(summary.validation_split, classes), earlier)
+    st.caption(f"Estimated duration: **{estimates.duration(guess.seconds)}** for {ss.train_epochs} epoch"
+               f"{'' if ss.train_epochs == 1 else 's'} of {train_images:,} training images, from {guess.source}.")
+
+
 # --- the page ----------------------------------------------------------------------------------
 
 st.title("Train")
@@ -86,6 +107,13 @@ st.selectbox("Preset", [NO_PRESET, *PRESETS], key="train_preset",
              on_change=lambda: fill_form(st.session_state.train_preset),
              help="A recipe that fills in the form; its other settings (augmentation, EMA, weight decay, …) "
                   "come with it. `fer2013-effnet-b0-pretrained` downloads ImageNet weights.")
+
+if st.session_state.train_preset in PRESET_NOTES:
+    st.caption(PRESET_NOTES[st.session_state.train_preset])
+if st.session_state.train_preset == "quick":
+    st.warning("`quick` is a smoke test: it checks that training runs end to end on this machine, in minutes. "
+               "Its model learns little (expect validation accuracy near chance); for a model worth evaluating, "
+               "use `fer2013-effnet-b0` or the bundled checkpoint.", icon=":material/science:")
 
 with st.form("train_new_run"):
     st.text_input("Data set", key="train_data", placeholder="data/fer2013",
@@ -131,7 +159,11 @@ with st.form("train_new_run"):
 
     st.text_input("Run name (optional)", key="train_run_name", placeholder="e.g. effb0-64px",
                   help="Letters, digits, '.', '_' and '-'. Empty: the date, time and model.")
-    submitted = st.form_submit_button("Start training", type="primary", key="train_submit")
+    estimate_ui()
+    col = st.columns([1, 1, 4])
+    submitted = col[0].form_submit_button("Start training", type="primary", key="train_submit")
+    col[1].form_submit_button("Update the estimate", key="train_estimate", icon=":material/timer:",
+                              help="Take the values above (a form sends them on a button) and estimate again.")
 
 if submitted:
     try:
@@ -202,15 +234,16 @@ def run_header(run: Run, status: dict, config: dict) -> None:
                     f"{config.get('img_size')} px · {epochs} epoch{'' if epochs == 1 else 's'}"
                     + (f" · preset `{config['preset']}`" if config.get("preset") else ""))
     if state in ACTIVE:
-        if col[1].button("Stop", key="train_stop", icon="⏹️", help="Stops after the current batch and saves "
-                         "`last.safetensors`; Resume continues from there.", width="stretch"):
+        if col[1].button("Stop", key="train_stop", icon=":material/stop:", width="stretch",
+                         help="Stops after the current batch and saves `last.safetensors`; Resume continues from "
+                              "there."):
             if run.stop():
                 st.session_state.train_stopping = (run.run_id, status.get("pid"))
             else:
                 st.warning("The run is not running any more.")
     elif state in ("stopped", "failed"):
-        if col[1].button("Resume", key="train_resume", icon="▶️", help="Continue from the last checkpoint "
-                         "(from the start if there is none).", width="stretch"):
+        if col[1].button("Resume", key="train_resume", icon=":material/play_arrow:", width="stretch",
+                         help="Continue from the last checkpoint (from the start if there is none)."):
             try:
                 run.start()
             except RunError as e:
@@ -227,7 +260,7 @@ def run_state(run: Run, status: dict, rows: list[dict], epochs: int, best: BestE
     elif state == "running":
         if st.session_state.get("train_stopping") == (run.run_id, status.get("pid")):
             st.info("Stop requested: the run stops after the current batch and saves its last checkpoint.")
-        progress_bars(status.get("progress") or {}, rows)
+        progress_bars(status.get("progress") or {}, rows, run.run_id)
     elif state == "failed":
         st.error(f"Training failed: {status.get('error') or 'no error message was recorded'}")
     elif state == "stopped":
@@ -242,7 +275,7 @@ def run_state(run: Run, status: dict, rows: list[dict], epochs: int, best: BestE
                    f"checkpoint `{run.best_checkpoint}`.")
 
 
-def progress_bars(progress: dict, rows: list[dict]) -> None:
+def progress_bars(progress: dict, rows: list[dict], run_id: str = "") -> None:
     """The epoch's batches, and the whole run with its time left (from the mean epoch time so far)."""
     if not progress.get("batches"):
         st.progress(0.0, text="Loading the data set and building the model…")
@@ -252,10 +285,13 @@ def progress_bars(progress: dict, rows: list[dict]) -> None:
                            f"of {progress['batches']}")
     overall = min((progress["epoch"] - 1 + done) / progress["epochs"], 1.0)
     per_epoch = [r["seconds"] for r in rows if r.get("seconds")]
-    eta = ""
     if per_epoch:
         left = (progress["epochs"] - progress["epoch"] + 1 - done) * sum(per_epoch) / len(per_epoch)
-        eta = f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+    else:   # the first epoch: from the pace of the batches this page has seen pass
+        seen = st.session_state.setdefault("train_first_seen", {})
+        first = seen.setdefault((run_id, progress["epoch"]), (time.time(), progress["batch"]))
+        left = estimates.first_epoch_eta(first, time.time(), progress)
+    eta = "" if left is None else f", {estimates.duration(left)} left"
     st.progress(overall, text=f"Run: {overall:.0%}{eta}")
 
 
@@ -293,11 +329,11 @@ def run_details(run: Run, config: dict) -> None:
             st.plotly_chart(charts.class_weights_figure(weights), key="train_chart_weights")
         st.json(config, expanded=False)
         st.caption(f"`{run.log_path}`")
-        st.code(charts.read_tail(run.log_path, 30) or "(empty)", language=None)
+        st.code(charts.read_tail(run.log_path, 30) or "(empty)", language=None, wrap_lines=True)
         output = charts.read_tail(run.path / "process.log", 15)
         if output:
             st.caption("The process's own output (`process.log`)")
-            st.code(output, language=None)
+            st.code(output, language=None, wrap_lines=True)
 
 
 shown = run_by_id[selected].status().get("state", "queued")
@@ -311,10 +347,7 @@ def runs_table(shown_active: bool) -> None:
     active = any(r["state"] in ACTIVE for r in rows)
     if active != shown_active:
         st.rerun()
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="train_runs_table", column_config={
-        "best val acc": st.column_config.NumberColumn(format="percent"),
-        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
-    })
+    tables.show(tables.runs(rows), key="train_runs_table", text_columns=3)
 
 
 any_active = any(r.status().get("state") in ACTIVE for r in runs)

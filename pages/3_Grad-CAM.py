@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from dashboard import faces
+from dashboard import face_grid, faces
 from dashboard.common import (checkpoint_choices, classifier_or_stop, data_path, dataset, load_classifier, report,
                               saved_reports)
 from fer_core.data import DataError
@@ -17,7 +17,8 @@ GRID_COLUMNS = 6
 PREDICTED = "predicted class"
 ANY = "any"
 
-st.set_page_config(page_title="Grad-CAM · FER Studio", page_icon="🔥", layout="wide")
+st.set_page_config(page_title="Grad-CAM · FER Studio", page_icon=":material/local_fire_department:", layout="wide")
+PHOTO_UPLOAD_MB = 20   # a face photo; the server's 200 MB limit is for the videos to come
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -43,9 +44,47 @@ def grad_cams(crops: np.ndarray, checkpoint: str, mtime: float, method: str, tar
     return faces.explain_faces(load_classifier(Path(checkpoint)), crops, method, target)
 
 
-def show_detail(face: np.ndarray, explanation, note: str = "") -> None:
-    """The face, its map and its probabilities side by side."""
+@st.cache_resource(show_spinner=False, max_entries=16)
+def map_store(checkpoint: str, mtime: float, method: str, target: str | None, data: str, split: str) -> dict:
+    """Maps already computed for a model, method, target and split, by face position: a filter change computes
+    only the tiles it has not shown before."""
+    return {}
+
+
+def split_maps(shown: np.ndarray, images, checkpoint: Path, mtime: float, method: str, target: str | None,
+               data: str, split: str) -> list:
+    """The maps of the faces ``shown`` (positions in the split): the missing ones in one batch, then cached."""
+    store = map_store(str(checkpoint), mtime, method, target, data, split)
+    missing = [int(i) for i in shown if int(i) not in store]
+    if missing:
+        with st.spinner(f"Computing {len(missing)} map{'' if len(missing) == 1 else 's'}…"):
+            for i, explanation in zip(missing, faces.explain_faces(load_classifier(checkpoint),
+                                                                   images[missing].numpy(), method, target)):
+                store[i] = explanation
+    return [store[int(i)] for i in shown]
+
+
+def show_grid(shown: np.ndarray, crops: np.ndarray, explanations: list, labels, predicted, probs, names,
+              opacity: float) -> None:
+    """The tiles: the map over the face at ``opacity``, bordered teal (right) or amber (wrong); a tile's number
+    opens it in the detail below."""
+    for row in range(0, len(shown), GRID_COLUMNS):
+        for col, k in zip(st.columns(GRID_COLUMNS), range(row, min(row + GRID_COLUMNS, len(shown)))):
+            i = shown[k]
+            right = predicted[i] == labels[i]
+            tile = face_grid.overlay(crops[k], explanations[k].heatmap, opacity, explanations[k].overlay.shape[0])
+            col.image(face_grid.bordered(tile, right), width="stretch",
+                      caption=f"{k + 1}. {'✓' if right else '✗'} true {names[labels[i]]}, predicted "
+                              f"{names[predicted[i]]} {probs[i, predicted[i]]:.0%}")
+            col.button(f"Details of {k + 1}", key=f"gradcam_tile_{k}", width="stretch", type="tertiary",
+                       on_click=st.session_state.__setitem__, args=("gradcam_detail", k))
+
+
+def show_detail(face: np.ndarray, explanation, note: str = "", opacity: float | None = None) -> None:
+    """The face, its map (at ``opacity``, else the map's own blend) and its probabilities side by side."""
     images = faces.explanation_images(face, explanation)
+    if opacity is not None:
+        images["overlay"] = face_grid.overlay(face, explanation.heatmap, opacity, images["overlay"].shape[0])
     original, overlay, bars = st.columns([1, 1, 2])
     original.image(images["face"], caption="face", width="stretch")
     overlay.image(images["overlay"], caption=faces.explanation_caption(explanation), width="stretch")
@@ -86,7 +125,8 @@ if data is None:
     st.info("FER-2013 was not found, so there are no data-set faces to browse. Put it in `data/fer2013/` (the "
             "`train/` and `test/` class folders) or `data/fer2013.csv`, or set `FER2013_PATH`. Meanwhile you can "
             "upload a photo of a face below.")
-    upload = st.file_uploader("A face photo (JPEG, PNG or WebP)", type=faces.UPLOAD_TYPES, key="gradcam_upload")
+    upload = st.file_uploader("A face photo (JPEG, PNG or WebP)", type=faces.UPLOAD_TYPES, key="gradcam_upload",
+                              max_upload_size=PHOTO_UPLOAD_MB)
     if upload is not None:
         try:
             face, detected = faces.main_face(faces.read_upload(upload), classifier.img_size)
@@ -117,43 +157,44 @@ with st.spinner(f"Classifying the {len(split):,} faces of {split_name} (once per
 predicted = probs.argmax(1)
 
 # --- which faces --------------------------------------------------------------------------
-true_col, pred_col, outcome_col, order_col, limit_col = st.columns([2, 2, 2, 2, 1])
+true_col, pred_col, outcome_col, order_col, limit_col, opacity_col = st.columns([2, 2, 2, 3, 1, 2])
 true_choice = true_col.selectbox("True class", [ANY, *names], key="gradcam_true_class")
 pred_choice = pred_col.selectbox("Predicted class", [ANY, *names], key="gradcam_predicted_class")
 outcome = outcome_col.selectbox("Prediction", faces.OUTCOMES, key="gradcam_outcome",
                                 format_func={"all": "right or wrong", "right": "right", "wrong": "wrong"}.get)
-order = order_col.selectbox("Order", faces.ORDERS, key="gradcam_order")
+order = order_col.selectbox("Order", face_grid.ORDERS, key="gradcam_order",
+                            help="Mistakes the model is surest of teach the most; shuffled takes each class in turn.")
 limit = limit_col.selectbox("Show", [12, 24, 48], index=1, key="gradcam_limit")
+opacity = opacity_col.slider("Map opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_opacity",
+                             help="0: the face alone, 1: the map alone.")
 
-shown, matching = faces.select_faces(labels, probs, None if true_choice == ANY else names.index(true_choice),
-                                     None if pred_choice == ANY else names.index(pred_choice), outcome, order, limit)
+matches, matching = faces.select_faces(labels, probs, None if true_choice == ANY else names.index(true_choice),
+                                       None if pred_choice == ANY else names.index(pred_choice), outcome,
+                                       faces.ORDERS[0], None)
+shown = face_grid.order_faces(matches, labels, probs, order)[:limit]
 accuracy = float((predicted == labels).mean()) if len(labels) else 0.0
 st.caption(f"{split_name}: {len(split):,} faces, {accuracy:.1%} right. {matching:,} match the filters; "
-           f"showing {len(shown)}.")
+           f"showing {len(shown)}. Borders: teal right, amber wrong.")
 if not len(shown):
     st.info("No face matches these filters.")
     st.stop()
 
 crops = split.images[shown].numpy()
 try:
-    explanations = grad_cams(crops, str(checkpoint), mtime, method, target)
+    explanations = split_maps(shown, split.images, checkpoint, mtime, method, target, str(data), split_name)
 except (RuntimeError, ValueError) as e:
     st.error(f"Grad-CAM is not available for this model: {e}")
     st.stop()
 
-# --- the grid -----------------------------------------------------------------------------
-for row in range(0, len(shown), GRID_COLUMNS):
-    for col, k in zip(st.columns(GRID_COLUMNS), range(row, min(row + GRID_COLUMNS, len(shown)))):
-        i = shown[k]
-        mark = "✓" if predicted[i] == labels[i] else "✗"
-        col.image(explanations[k].overlay, width="stretch",
-                  caption=f"{k + 1}. {mark} true {names[labels[i]]}, predicted {names[predicted[i]]} "
-                          f"{probs[i, predicted[i]]:.0%}")
+show_grid(shown, crops, explanations, labels, predicted, probs, names, opacity)
 
 # --- one face in detail -------------------------------------------------------------------
 st.subheader("One face in detail")
+if st.session_state.get("gradcam_detail", 0) >= len(shown):   # fewer tiles than before
+    st.session_state.gradcam_detail = 0
 k = st.selectbox("Face", range(len(shown)), key="gradcam_detail",
-                 format_func=lambda k: f"{k + 1}. {split.ids[shown[k]]} (true {names[labels[shown[k]]]})")
+                 format_func=lambda k: f"{k + 1}. {split.ids[shown[k]]} (true {names[labels[shown[k]]]})",
+                 help="Or press a tile's Details button above.")
 i = shown[k]
 show_detail(crops[k], explanations[k], f"{split.ids[i]}: true class {names[labels[i]]}, predicted "
-            f"{names[predicted[i]]} ({probs[i, predicted[i]]:.1%}).")
+            f"{names[predicted[i]]} ({probs[i, predicted[i]]:.1%}).", opacity)

@@ -145,3 +145,47 @@ def test_uses_the_report_saved_beside_the_checkpoint(env, with_data):
     assert not at.exception and not at.error
     assert all(", predicted surprise 94%" in c for c in _grid(at)) and _grid(at)
     assert f"{1 / 7:.1%} right" in next(c.value for c in at.caption if "match the filters" in c.value)
+
+
+def test_the_grid_opens_on_the_most_confident_mistakes_and_tiles_open_the_detail(with_data):
+    at = _page()
+    assert not at.exception
+    assert at.selectbox(key="gradcam_order").value == "most confident mistakes first"
+    marks = [c.split(" ")[1] for c in _grid(at)]
+    assert marks == sorted(marks, key=lambda m: m != "✗")   # the mistakes, then the right answers
+    wrong = [float(re.search(r"(\d+)%$", c).group(1)) for c in _grid(at) if "✗" in c]
+    assert wrong == sorted(wrong, reverse=True)
+    assert at.slider(key="gradcam_opacity").value == pytest.approx(0.45)
+    at.button(key="gradcam_tile_4").click().run()
+    assert not at.exception and at.selectbox(key="gradcam_detail").value == 4
+    at.slider(key="gradcam_opacity").set_value(1.0).run()
+    assert not at.exception
+
+
+def test_a_filter_change_computes_only_the_maps_not_shown_before(with_data, monkeypatch):
+    from dashboard import faces
+
+    computed = []
+    real = faces.explain_faces
+    monkeypatch.setattr(faces, "explain_faces", lambda clf, crops, *a, **k: computed.append(len(crops)) or
+                        real(clf, crops, *a, **k))
+    at = _page()
+    first = sum(computed)
+    assert first == 24
+    at.selectbox(key="gradcam_true_class").set_value("happy").run()   # faces the grid showed, most of them
+    at.selectbox(key="gradcam_true_class").set_value("any").run()     # all shown before
+    assert not at.exception and sum(computed) - first <= PER_CLASS
+
+
+def test_face_order_and_borders():
+    from dashboard import face_grid
+
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[.9, .1, 0], [.2, .8, 0], [.3, .7, 0], [.6, .4, 0], [0, .1, .9], [.05, .05, .9]])
+    assert face_grid.order_faces(np.arange(6), labels, probs, "most confident mistakes first").tolist()[:2] == [1, 3]
+    shuffled = face_grid.order_faces(np.arange(6), labels, probs, "shuffled across classes")
+    assert sorted(labels[shuffled[:3]].tolist()) == [0, 1, 2] and sorted(shuffled.tolist()) == list(range(6))
+    tile = face_grid.bordered(np.zeros((10, 10, 3), np.uint8), right=False)
+    assert tile.shape == (18, 18, 3) and tuple(tile[0, 0]) == face_grid.BORDER[False]
+    face = np.full((48, 48), 200, np.uint8)
+    assert np.array_equal(face_grid.overlay(face, np.zeros((8, 8)), 0.0, 96)[..., 0], np.full((96, 96), 200))

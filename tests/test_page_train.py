@@ -3,6 +3,7 @@ training runs (tiny configs on synthetic images), watches them, stops and resume
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -118,6 +119,37 @@ def test_a_preset_fills_the_form(runs_dir):
     assert at.number_input(key="train_clean_epochs").value == PRESETS["fer2013-effnet-b0"]["clean_epochs"] > 0
 
 
+def test_quick_is_labelled_a_smoke_test_and_a_duration_is_estimated_before_start(runs_dir, synthetic_data):
+    at = page()
+    at.selectbox(key="train_preset").set_value("quick").run()
+    assert not at.exception
+    at.text_input(key="train_data").input(str(synthetic_data))
+    at.button(key="train_estimate").click().run()   # sends the form's values without starting a run
+    assert not at.exception and not list(runs_dir.glob("*"))
+    assert "smoke test" in texts(at.warning) and "smoke test" in texts(at.caption)
+    estimate = next(c.value for c in at.caption if c.value.startswith("Estimated duration"))
+    # 2 epochs of the 84 training images (max_train_images 2000), the speed from the measured table
+    assert "2 epochs of 84 training images" in estimate and "measured on a 2-core development machine" in estimate
+
+
+def test_estimates_from_measured_speeds():
+    from dashboard import estimates
+
+    guess = estimates.run_estimate("efficientnet_b0", 64, 2, 1000, 100, [])
+    speed = estimates.MEASURED_SPEED["efficientnet_b0"][1]
+    assert guess.seconds == pytest.approx(2 * (1000 + estimates.VALIDATION_COST * 100) / speed)
+    earlier = [({"model": "resnet18", "img_size": 64}, [{"images_per_s": 10.0}]),
+               ({"model": "efficientnet_b0", "img_size": 48, "_run_id": "old"}, [{"images_per_s": 90.0}])]
+    speed, source = estimates.measured_speed("efficientnet_b0", 96, earlier)   # this machine's, area-scaled
+    assert speed == pytest.approx(90.0 * (48 / 96) ** 2) and "run old" in source
+    assert estimates.duration(45) == "about 45 s" and estimates.duration(600) == "about 10 min"
+    assert estimates.duration(5 * 3600) == "about 5.0 h"
+    progress = {"epoch": 1, "epochs": 2, "batch": 30, "batches": 100}
+    assert estimates.first_epoch_eta((0.0, 10), 0.0, progress) is None
+    left = estimates.first_epoch_eta((0.0, 10), 20.0, progress, val_share=0.0)   # 1 s a batch
+    assert left == pytest.approx(70 + 100)
+
+
 def test_more_clean_epochs_than_epochs_is_refused_with_a_message(runs_dir, synthetic_data):
     at = submit(page(), synthetic_data, name="too-clean", epochs=2, clean_epochs=3)
     assert "clean_epochs" in texts(at.error)
@@ -154,9 +186,15 @@ def test_form_starts_a_background_run_that_finishes_and_shows_its_curves(runs_di
     assert not at.get("progress")
     assert not any(b.key == "train_stop" for b in at.button)
     rows = table(at)
-    row = rows[rows["run"] == "tiny"].iloc[0]
-    assert row["state"] == "finished" and row["epochs done"] == 1 and row["epochs"] == 1
-    assert 0 <= row["best val acc"] <= 1 and row["best epoch"] == 1
+    row = rows[rows["Run"] == "tiny"].iloc[0]
+    assert row["State"] == "finished" and row["Epochs"] == "1 of 1" and row["Best epoch"] == "1"
+    assert re.fullmatch(r"\d{1,3}\.\d%", row["Best validation accuracy"])
+    assert not rows.isin(["None", "nan"]).any().any()
+    assert ":material/check_circle:" in texts(at.markdown) and "✅" not in texts(at.markdown)
+    assert all(code.proto.wrap_lines for code in at.code)   # long log lines wrap
+    accuracy = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.key == "train_chart_accuracy")
+    low, high = accuracy["layout"]["xaxis"]["range"]
+    assert high - low <= 2   # one epoch: a narrow axis around it, not 0.6-1.4 bars
 
 
 def test_bad_form_values_show_an_error_and_create_nothing(runs_dir, synthetic_data, tmp_path):
@@ -227,7 +265,7 @@ def test_a_failed_run_shows_its_error(runs_dir, synthetic_data):
     at.run()
     assert "Training failed" in texts(at.error) and "fewer than one batch of 16" in texts(at.error)
     assert at.button(key="train_resume")
-    assert table(at).set_index("run").loc["broken", "state"] == "failed"
+    assert table(at).set_index("Run").loc["broken", "State"] == "failed"
 
 
 def test_a_run_whose_data_went_away_fails_with_the_reason(runs_dir, synthetic_data, tmp_path):
@@ -260,8 +298,8 @@ def test_two_runs_started_back_to_back_both_finish(runs_dir, synthetic_data):
     assert len(read_metadata(by_epochs[1] / "best.safetensors")["class_names"]) == 7
     at.run()
     rows = table(at)
-    assert sorted(rows["state"]) == ["finished", "finished"]
-    assert sorted(rows["epochs done"]) == [1, 2]
+    assert sorted(rows["State"]) == ["finished", "finished"]
+    assert sorted(rows["Epochs"]) == ["1 of 1", "2 of 2"]
 
 
 def test_a_run_killed_without_notice_reads_as_stopped_and_can_be_resumed(runs_dir, synthetic_data):
@@ -279,4 +317,4 @@ def test_a_run_killed_without_notice_reads_as_stopped_and_can_be_resumed(runs_di
     at.run()
     assert "ended without saying so" in texts(at.warning)
     assert any(b.key == "train_resume" for b in at.button)
-    assert table(at).set_index("run").loc["killed", "state"] == "stopped"
+    assert table(at).set_index("Run").loc["killed", "State"] == "stopped"
