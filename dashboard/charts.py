@@ -13,6 +13,9 @@ import plotly.graph_objects as go
 from fer_core.data import FER2013_CLASSES
 
 METRIC_NAMES = {"precision": "Precision", "recall": "Recall", "f1": "F1"}
+METRIC_COLOURS = ("#8fb3ea", "#2a6fdb", "#1d3557")   # calm blues, F1 the darkest (Plotly's default F1 is red)
+# reports side by side: blues, teal and greys instead of Plotly's red and orange
+REPORT_COLOURS = ("#2a6fdb", "#2a9d8f", "#8fb3ea", "#1d3557", "#9aa5b8", "#6fc2b6")
 RIGHT_WRONG_COLOURS = {"right": "#2a9d8f", "wrong": "#d08c60"}   # calm: teal and a muted amber
 
 
@@ -90,8 +93,8 @@ def per_class_bars(report: dict) -> go.Figure:
     """Grouped bars: precision, recall and F1 of each class."""
     names = report["class_names"]
     fig = go.Figure([go.Bar(name=label, x=names, y=[report["per_class"][c][key] for c in names],
-                            hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>")
-                     for key, label in METRIC_NAMES.items()])
+                            marker_color=colour, hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>")
+                     for (key, label), colour in zip(METRIC_NAMES.items(), METRIC_COLOURS)])
     fig.update_layout(barmode="group", yaxis=dict(title="score", range=[0, 1]), xaxis_title="class",
                       legend_title_text="", margin=dict(t=30, b=10))
     return fig
@@ -211,7 +214,7 @@ def comparison_f1_bars(reports: dict[str, dict]) -> go.Figure:
                             y=[rep["per_class"][c]["f1"] if c in rep["per_class"] else None for c in classes])
                      for label, rep in reports.items()])
     fig.update_layout(barmode="group", xaxis_title="class", yaxis=dict(title="F1", range=[0, 1]),
-                      legend=dict(orientation="h", y=-0.25), margin=dict(t=30, b=10))
+                      colorway=REPORT_COLOURS, legend=dict(orientation="h", y=-0.25), margin=dict(t=30, b=10))
     return fig
 
 
@@ -241,7 +244,7 @@ def comparison_headline_bars(reports: dict[str, dict]) -> go.Figure:
         fig.add_trace(go.Bar(name=label, x=list(HEADLINE_BARS.values()), y=[h[k] for k in HEADLINE_BARS],
                              text=[f"{h[k]:.1%}" for k in HEADLINE_BARS], textposition="outside", cliponaxis=False))
     fig.update_layout(barmode="group", yaxis=dict(title="value (axis zoomed to the bars)", range=zoomed_range(values),
-                                                  tickformat=".0%"),
+                                                  tickformat=".0%"), colorway=REPORT_COLOURS,
                       legend=dict(orientation="h", y=-0.25), margin=dict(t=30, b=10))
     return fig
 

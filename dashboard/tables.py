@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.config import SELECT_KEYS, TTA_MODES
+from fer_core.data import FER2013_CLASSES
 from fer_core.runs import Run, best_row
 from fer_core.storage import CheckpointError, read_metadata
 
@@ -124,8 +125,9 @@ def checkpoints(paths: list[Path], reports_of) -> pd.DataFrame:
             rows.append(row)
             continue
         best = headline_report(reports_of(path))
-        row.update({"Model": meta["arch"], "Classes": f"{len(meta['class_names'])}: {', '.join(meta['class_names'])}",
-                    "Input": f"{meta['img_size']} px"})
+        names = meta["class_names"]   # all seven in a word, so that the row fits the page
+        row.update({"Model": meta["arch"], "Input": f"{meta['img_size']} px",
+                    "Classes": "all 7" if tuple(names) == FER2013_CLASSES else f"{len(names)}: {', '.join(names)}"})
         if best:
             row.update({"Accuracy": percent(best[1].get("accuracy")), "Measured on": best[1].get("split") or best[0]})
         rows.append(row)

@@ -20,7 +20,7 @@ SELECT_KEYS = {"accuracy": "val_acc", "macro_f1": "val_macro_f1"}
 RUNTIME_NAMES = ("auto", "torch", "onnxruntime")
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "eigencam", "xgradcam", "layercam", "hirescam")   # explanation.CAM_METHODS
 DETECTOR_NAMES = ("yunet", "haar")                            # detection.get_detector; the first is the default
-DEFAULT_MIN_SCORE = 0.7          # YuNet's score threshold (docs/REAL_PHOTOS.md: recall and false positives)
+DEFAULT_MIN_SCORE = 0.5          # YuNet's score threshold (docs/REAL_PHOTOS.md: recall and false positives)
 FACE_MODEL_ENV = "FER_STUDIO_FACE_MODEL"                      # the YuNet model file, when not in the user cache
 
 
@@ -136,7 +136,7 @@ PRESETS: dict[str, dict] = {
 # What each preset is for, in a sentence: the Train page shows it under the preset picker.
 PRESET_NOTES: dict[str, str] = {
     "fer2013-effnet-b0": "The bundled model's recipe: EfficientNet-B0 from random initialisation, 64 px, 65 epochs "
-                         "(days on a 2-core CPU, hours on a GPU).",
+                         "(2 hours on the 2-core development machine: docs/RESULTS.md).",
     "fer2013-effnet-b0-pretrained": "Fine-tunes ImageNet weights (downloaded, or a local file through --weights): "
                                     "96 px, the head first, then one stage at a time.",
     "fer2013-resnet18": "The ResNet-18 baseline with the bundled model's recipe.",
