@@ -453,3 +453,34 @@ def test_predict_takes_an_onnx_file_and_torch_refuses_it(runtimes):
     assert set(record["faces"][0]["probabilities"]) == {"happy", "sad"}
     assert_one_line_error(runtimes.results["error onnx in torch"], "tiny.onnx",
                           "runs in onnxruntime, not torch")
+
+
+
+def test_predict_detector_options_and_json_fields(tiny_checkpoint, face_photo, face_model, tmp_path, capsys):
+    from fer_core.cli import main
+
+    base = ["predict", str(face_photo), "--checkpoint", str(tiny_checkpoint), "--json"]
+    assert main([*base, "--detector", "yunet", "--face-model", str(face_model), "--min-score", "0.5"]) == 0
+    record = json.loads(capsys.readouterr().out)[0]
+    assert record["detector"] == "yunet" and record["detector_note"] is None
+    face = record["faces"][0]
+    assert 0.5 <= face["score"] <= 1 and len(face["landmarks"]) == 5
+    fx, fy, fw, fh = FACE_BOX
+    assert all(fx <= x <= fx + fw and fy <= y <= fy + fh for x, y in face["landmarks"])  # in the photo's pixels
+    assert main([*base, "--detector", "haar"]) == 0
+    face = json.loads(capsys.readouterr().out)[0]["faces"][0]
+    assert face["score"] is None and face["landmarks"] is None
+    assert main([*base, "--face-model", str(tmp_path / "absent.onnx")]) == 0   # falls back, says so
+    record = json.loads(capsys.readouterr().out)[0]
+    assert record["detector"] == "haar" and "absent.onnx: cannot be read" in record["detector_note"]
+    assert main([*base, "--min-face", "400"]) == 0                             # larger than the face
+    assert json.loads(capsys.readouterr().out)[0]["faces"] == []
+
+
+def test_explain_takes_the_detector_options(tiny_checkpoint, face_photo, face_model, tmp_path, capsys):
+    from fer_core.cli import main
+
+    out = tmp_path / "cam.png"
+    assert main(["explain", str(face_photo), "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                 "--detector", "yunet", "--face-model", str(face_model)]) == 0
+    assert out.exists() and "on face 0 at [" in capsys.readouterr().out
