@@ -27,8 +27,8 @@ import torch
 
 from .checkpoint import ClassifierBase, FerClassifier, finite_logits, kept_class_index, to_model_input
 from .config import RUNTIME_NAMES
-from .onnx_export import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, ExportError, export_onnx, file_sha256
-from .storage import CheckpointError, _checked_fields, read_metadata
+from .onnx_export import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, ExportError, export_graph, file_sha256
+from .storage import CheckpointError, _checked_fields, atomic_write_bytes, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,14 @@ def cached_graph(checkpoint: str | Path, threads: int = 0) -> OnnxClassifier:
         except CheckpointError as e:   # a damaged cache entry is replaced, not an error
             log.warning("re-exporting %s: the cached graph is unusable (%s)", checkpoint, e)
     if classifier is None or classifier.metadata.get("source_sha256") != sha:
-        result = export_onnx(FerClassifier.from_checkpoint(checkpoint), path, source_sha256=sha)
-        log.info("exported %s to %s (probabilities within %.1g of PyTorch)", checkpoint, path, result.max_difference)
-        classifier = OnnxClassifier.from_file(path, threads)
+        result = export_graph(FerClassifier.from_checkpoint(checkpoint), source_sha256=sha)
+        try:
+            atomic_write_bytes(path, result.graph)
+            log.info("exported %s to %s (probabilities within %.1g of PyTorch)", checkpoint, path,
+                     result.max_difference)
+        except OSError as e:   # a read-only or full cache costs the next run an export, not this one its model
+            log.warning("exported %s, but could not cache the graph at %s (%s)", checkpoint, path, e)
+        classifier = OnnxClassifier.from_bytes(result.graph, str(path), threads)
     return dataclasses.replace(classifier, source=str(checkpoint), checkpoint=str(checkpoint))
 
 

@@ -105,7 +105,7 @@ def test_load_classifier_picks_the_runtime_and_caches_the_graph(tiny_checkpoint,
     def no_export(*a, **k):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(runtime, "export_onnx", no_export)   # the second load is the cached graph
+    monkeypatch.setattr(runtime, "export_graph", no_export)   # the second load is the cached graph
     again = load_classifier(tiny_checkpoint, "onnxruntime")
     assert isinstance(again, OnnxClassifier) and again.metadata["source_sha256"] == file_sha256(tiny_checkpoint)
     assert isinstance(load_classifier(cached[0]), OnnxClassifier)   # an .onnx file is accepted as a checkpoint
@@ -126,13 +126,21 @@ def test_a_damaged_cache_entry_is_exported_again(tiny_checkpoint, tmp_path, monk
     assert OnnxClassifier.from_file(cached).metadata["source_sha256"] == file_sha256(tiny_checkpoint)
 
 
+def test_an_unwritable_cache_still_gives_the_fast_runtime(tiny_checkpoint, tmp_path, monkeypatch, caplog):
+    (tmp_path / "onnx").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("FER_STUDIO_CACHE", str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="fer_core.runtime"):
+        assert isinstance(load_classifier(tiny_checkpoint, "onnxruntime"), OnnxClassifier)
+    assert "could not cache the graph" in caplog.text
+
+
 def test_auto_falls_back_to_pytorch_when_the_graph_fails_its_check(tiny_checkpoint, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("FER_STUDIO_CACHE", str(tmp_path))
 
     def mismatch(*a, **k):
         raise ExportError("the ONNX graph's probabilities differ from PyTorch's by 0.3")
 
-    monkeypatch.setattr(runtime, "export_onnx", mismatch)
+    monkeypatch.setattr(runtime, "export_graph", mismatch)
     with caplog.at_level(logging.WARNING, logger="fer_core.runtime"):
         assert isinstance(load_classifier(tiny_checkpoint, "auto"), FerClassifier)
     assert "differ from PyTorch" in caplog.text
