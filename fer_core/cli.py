@@ -355,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="faces to check the ONNX graph on (default: FER-2013 where found, else synthetic)")
     s.set_defaults(func=cmd_export)
 
+    _add_serve_parser(sub)
+    return p
+
+
+def _add_serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="an HTTP API: POST /predict (images in multipart fields named file) answers "
                        "predict --json's records; GET /health, GET /model; docs at /docs")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -365,7 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "detector, min_face and min_score)")
     _add_runtime_flag(s)
     s.set_defaults(func=cmd_serve)
-    return p
 
 
 def _add_runtime_flag(parser: argparse.ArgumentParser) -> None:
