@@ -455,7 +455,6 @@ def test_predict_takes_an_onnx_file_and_torch_refuses_it(runtimes):
                           "runs in onnxruntime, not torch")
 
 
-
 def test_predict_detector_options_and_json_fields(tiny_checkpoint, face_photo, face_model, tmp_path, capsys):
     from fer_core.cli import main
 
