@@ -121,7 +121,7 @@ def classifier_or_stop(path: Path) -> FerClassifier:
     """The model, or an error on the page (and the script stops) when the file cannot be used."""
     try:
         return load_classifier(path)
-    except (CheckpointError, OSError) as e:
+    except (ValueError, OSError) as e:   # CheckpointError, or a bad $FER_STUDIO_RUNTIME
         st.error(f"Cannot load the model `{path.name}`: {e}")
         st.stop()
 

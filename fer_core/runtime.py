@@ -28,7 +28,7 @@ import torch
 from .checkpoint import ClassifierBase, FerClassifier, finite_logits, kept_class_index, to_model_input
 from .config import RUNTIME_NAMES
 from .onnx_export import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, ExportError, export_graph, file_sha256
-from .storage import CheckpointError, _checked_fields, atomic_write_bytes, read_metadata
+from .storage import CheckpointError, checked_metadata, atomic_write_bytes, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class OnnxClassifier(ClassifierBase):
             shown = textwrap.shorten(meta["format"], 40) if "format" in meta else "none"
             raise CheckpointError(f"{source} has no FER Studio metadata (format {shown!r}, not {ONNX_FORMAT!r}); "
                                   "export it with python -m fer_core export CKPT OUT.onnx")
-        meta.update(_checked_fields(Path(source), meta))   # the checkpoint's own checks: types and ranges
+        meta.update(checked_metadata(Path(source), meta))   # the checkpoint's own checks: types and ranges
         _check_signature(session, meta, source)
         return cls(session, tuple(meta["class_names"]), meta["img_size"], meta["mean"][0], meta["std"][0],
                    meta["arch"], meta, source)

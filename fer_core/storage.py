@@ -122,7 +122,7 @@ def read_metadata(path: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         shown = _shown(meta["format"]) if "format" in meta else "none"
         raise CheckpointError(f"{path} has no FER Studio metadata (format {shown}, not {FORMAT!r})")
-    return {**meta, **_checked_fields(path, meta)}
+    return {**meta, **checked_metadata(path, meta)}
 
 
 # Bounds of a usable checkpoint: beyond them a file is corrupt, or would have the loader allocate gigabytes
@@ -134,8 +134,9 @@ OUTPUT_STRIDES = (8, 16, 32)
 _REQUIRED = object()
 
 
-def _checked_fields(path: Path, meta: dict[str, str]) -> dict:
-    """The typed value of each known field of ``meta`` (its default where absent and allowed to be)."""
+def checked_metadata(path: Path, meta: dict[str, str]) -> dict:
+    """The typed value of each known field of ``meta`` (its default where absent and allowed to be): the checks
+    of :func:`read_metadata`, also applied to an exported ONNX graph's metadata."""
     out = {}
     for key, (parse, expected, default) in _metadata_fields().items():
         if key not in meta:

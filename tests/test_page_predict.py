@@ -189,3 +189,10 @@ def test_missing_face_model_says_so_and_uses_haar(env, face_photo, tmp_path, mon
     assert "the Haar cascade ran" in warnings[0] and "set FER_STUDIO_FACE_MODEL=PATH" in warnings[0]
     assert any("Haar cascade" in c for c in _texts(at.caption))
     assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
+
+
+def test_an_unknown_runtime_setting_is_an_error_on_the_page(env, monkeypatch):
+    monkeypatch.setenv("FER_STUDIO_RUNTIME", "tensorrt")
+    at = _page()
+    assert not at.exception
+    assert any("unknown runtime 'tensorrt'" in t for t in _texts(at.error))
