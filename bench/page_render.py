@@ -81,6 +81,9 @@ def main() -> None:
         photo = Path(tempfile.mkdtemp()) / "photo.jpg"
         photo.write_bytes(demo_photo(ROOT.parent / "shared/data/fer2013/test/happy/PrivateTest_10077120.jpg"))
     env = {**os.environ, "FER_STUDIO_CHECKPOINTS": str(args.checkpoints), "PYTHONPATH": str(ROOT)}
+    shared_yunet = ROOT.parent / "shared" / "models" / "face_detection_yunet_2023mar.onnx"
+    if shared_yunet.is_file():   # the Predict page as a user with YuNet sees it, not the offline fallback
+        env.setdefault("FER_STUDIO_FACE_MODEL", str(shared_yunet))
     order = {args.first: PAGES[args.first], **PAGES}
     rows = []
     with streamlit_server(env, timeout_s=180) as url:
