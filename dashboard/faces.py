@@ -6,8 +6,10 @@ Plain functions (no Streamlit), so they are tested directly; the pages add cachi
 from __future__ import annotations
 
 import io
+import hashlib
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,8 +20,8 @@ from PIL import Image
 from fer_core.checkpoint import FerClassifier
 from fer_core.explanation import Explanation, explain
 from fer_core.imaging import centre_square, detected_face_crop, display_square, fit_within, resize_squares, to_grey
-from fer_core.predict import (ImageError, ImagePrediction, annotate, load_image, model_faces, predict_image,
-                              predictions_table, write_csv)
+from fer_core.predict import (ImageError, ImagePrediction, annotate, face_colour, load_image, model_faces,
+                              predict_image, predictions_table, write_csv)
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
 PRIMARY = "#2a6fdb"      # .streamlit/config.toml's primaryColor
@@ -150,15 +152,83 @@ def predictions_csv(results: list[ImagePrediction], class_names) -> str:
 
 
 def predictions_frame(results: list[ImagePrediction], class_names) -> pd.DataFrame:
-    """The CSV's rows as a table with numeric columns (blank where an image has no face)."""
+    """The CSV's rows as a table for the page: faces numbered from 1 as on the image and the face cards,
+    plain headers ('photo', 'face', 'label', 'confidence', one column a class), shares as fractions
+    (the page shows them as percentages) and numbers blank where an image has no face."""
     frame = pd.DataFrame(predictions_table(results, class_names))
+    if frame.empty:
+        return frame
     for column in frame.columns:
         if column not in ("path", "error", "label", "detector"):
             frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce")
-    if "face" in frame:
-        frame["face"] = frame["face"].astype("Int64")
-        frame[["x", "y", "w", "h"]] = frame[["x", "y", "w", "h"]].astype("Int64")
-    return frame
+    frame["face"] = (frame["face"] + 1).astype("Int64")
+    frame[["x", "y", "w", "h"]] = frame[["x", "y", "w", "h"]].astype("Int64")
+    frame = frame.rename(columns={"path": "photo", **{f"p_{c}": c for c in class_names}})
+    order = ["photo", "face", "label", "confidence", *class_names, "score", "x", "y", "w", "h", "detector", "error"]
+    return frame[order]
+
+
+def colour_hex(index: int) -> str:
+    """Face ``index``'s (0-based) colour on the annotated image, as '#rrggbb'."""
+    return "#{:02x}{:02x}{:02x}".format(*face_colour(index))
+
+
+def face_heading(face, index: int) -> str:
+    """A face card's heading (markdown with HTML): a square in the face's colour, then 'Face N: label (p%)'."""
+    return (f'<span style="color:{colour_hex(index)}; font-size:1.3em">&#9632;</span> '
+            f"**{face_label(face, index)}**")
+
+
+# --- example photos -----------------------------------------------------------------------
+
+# Scenes composed at run time from FER-2013 test faces (nothing derived from the data set is stored):
+# name -> the faces (class folder, file) pasted in a row or a grid on a plain background.
+EXAMPLES = {
+    "One face": [("happy", "PrivateTest_10077120.jpg")],
+    "Two faces side by side": [("happy", "PrivateTest_10470092.jpg"), ("surprise", "PrivateTest_10089743.jpg")],
+    "A group of four": [("neutral", "PrivateTest_10086748.jpg"), ("sad", "PrivateTest_10455506.jpg"),
+                        ("angry", "PrivateTest_1054527.jpg"), ("fear", "PrivateTest_10254684.jpg")],
+}
+EXAMPLE_FACE = 160       # px a side each face is pasted at
+
+
+@dataclass
+class ExamplePhoto:
+    """An example photo, with what the page reads of an upload: ``name``, ``file_id`` and ``getvalue()``."""
+
+    name: str
+    data: bytes
+
+    @property
+    def file_id(self) -> str:
+        return "example-" + hashlib.sha1(self.data).hexdigest()[:12]
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def example_names(root: str | Path | None) -> list[str]:
+    """The examples that can be made from the FER-2013 folder ``root`` (its ``test/<class>/`` images)."""
+    if root is None or not Path(root).is_dir():
+        return []
+    test = Path(root) / "test"
+    return [name for name, files in EXAMPLES.items() if all((test / c / f).is_file() for c, f in files)]
+
+
+def example_photo(root: str | Path, name: str) -> ExamplePhoto:
+    """Example ``name`` as a PNG: its faces, enlarged to ``EXAMPLE_FACE`` px, in a row (up to 3) or a grid,
+    with a margin around each, on a light grey background."""
+    files = EXAMPLES[name]
+    side, gap = EXAMPLE_FACE, EXAMPLE_FACE // 2
+    cols = len(files) if len(files) <= 3 else 2
+    rows = -(-len(files) // cols)
+    canvas = np.full((rows * (side + gap) + gap, cols * (side + gap) + 2 * gap), 205, np.uint8)
+    for k, (cls, file) in enumerate(files):
+        face = cv2.imread(str(Path(root) / "test" / cls / file), cv2.IMREAD_GRAYSCALE)
+        y, x = gap + (k // cols) * (side + gap), 3 * gap // 2 + (k % cols) * (side + gap)
+        canvas[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    slug = name.lower().replace(" ", "_")
+    return ExamplePhoto(f"example_{slug}.png", png_bytes(canvas))
 
 
 # --- charts and Grad-CAM images -----------------------------------------------------------

@@ -233,26 +233,55 @@ def _write_rows(rows: list[dict], f: io.TextIOBase) -> None:
     writer.writerows(rows)
 
 
+def face_colour(index: int) -> tuple[int, int, int]:
+    """The RGB colour of face ``index`` (0-based) on an annotated image, for showing the face elsewhere."""
+    return _PALETTE[index % len(_PALETTE)]
+
+
 def annotate(rgb: np.ndarray, prediction: ImagePrediction, landmarks: bool = False) -> np.ndarray:
-    """A copy of the image with a box and 'label p' drawn for every face, and its landmarks as dots when
-    ``landmarks`` is set (faces whose detector gives them)."""
+    """A copy of the image with a box and 'N: label p' drawn for every face (N from 1, in ``face_colour(N - 1)``),
+    each label placed above, below or inside the top of its box, the first of these that covers no other box
+    or label; landmarks as dots when ``landmarks`` is set (faces whose detector gives them)."""
     out = rgb.copy()
     thickness = max(2, round(max(out.shape[:2]) / 400))
     font_scale = max(0.5, max(out.shape[:2]) / 1200)
+    boxes = [(x - thickness, y - thickness, w + 2 * thickness, h + 2 * thickness)
+             for x, y, w, h in (f.box for f in prediction.faces)]
+    taken: list[tuple[int, int, int, int]] = []
     for i, f in enumerate(prediction.faces):
         x, y, w, h = f.box
-        color = _PALETTE[i % len(_PALETTE)]
+        color = face_colour(i)
         cv2.rectangle(out, (x, y), (x + w, y + h), color, thickness)
         for px, py in (f.landmarks or []) if landmarks else []:
             cv2.circle(out, (round(px), round(py)), max(2, w // 40), (255, 255, 255), -1, cv2.LINE_AA)
             cv2.circle(out, (round(px), round(py)), max(2, w // 40), color, max(1, thickness // 2), cv2.LINE_AA)
-        text = f"{f.label} {f.confidence:.0%}"
+        text = f"{i + 1}: {f.label} {f.confidence:.0%}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        ty = y - 4 if y - th - base - 4 > 0 else y + h + th + base + 4
-        cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base // 2), color, -1)
-        cv2.putText(out, text, (x + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
-                    thickness, cv2.LINE_AA)
+        others = boxes[:i] + boxes[i + 1:] + taken
+        lx, ly, lw, lh = _label_rect(f.box, (tw + 4, th + base + base // 2), out.shape, others)
+        taken.append((lx, ly, lw, lh))
+        cv2.rectangle(out, (lx, ly), (lx + lw, ly + lh), color, -1)
+        ink = (0, 0, 0) if sum(c * k for c, k in zip(color, (0.299, 0.587, 0.114))) > 160 else (255, 255, 255)
+        cv2.putText(out, text, (lx + 2, ly + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, thickness, cv2.LINE_AA)
     return out
+
+
+def _label_rect(box, size: tuple[int, int], shape: tuple, others: list) -> tuple[int, int, int, int]:
+    """Where a label of ``size`` (w, h) goes for ``box``: just above it, just below it or inside its top, the first
+    inside the image that overlaps none of ``others`` (x, y, w, h); inside the top when all of them do."""
+    x, y, w, h = box
+    lw, lh = size
+    lx = max(0, min(x, shape[1] - lw - 1))
+    candidates = [y - lh - 2, y + h + 2, y + 2]
+    for ly in candidates:
+        rect = (lx, ly, lw, lh)
+        if ly >= 0 and ly + lh < shape[0] and not any(_overlap(rect, o) for o in others):
+            return rect
+    return lx, max(0, min(y + 2, shape[0] - lh - 1)), lw, lh
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 _PALETTE = [(230, 57, 70), (29, 53, 87), (42, 157, 143), (233, 196, 106), (69, 123, 157), (244, 162, 97)]

@@ -7,9 +7,12 @@ import streamlit as st
 from dashboard import faces
 from dashboard.common import checkpoint_choices, classifier_or_stop, load_classifier
 from fer_core.config import CAM_METHOD_NAMES, DEFAULT_MIN_SCORE
+from fer_core.data import find_fer2013
 from fer_core.predict import ImageError, ImagePrediction
 
 MAX_FACES_SHOWN = 12          # per image; the CSV has every face
+BESIDE_MAX = 2                # up to this many faces, the cards go beside the photo; more go in a grid under it
+GRID_COLUMNS = 3
 
 st.set_page_config(page_title="Predict · FER Studio", page_icon="📷", layout="wide")
 
@@ -26,6 +29,30 @@ def analyse(data: bytes, name: str, checkpoint: str, mtime: float, detect: bool,
 @st.cache_data(max_entries=64, show_spinner="Computing Grad-CAM…")
 def grad_cams(crops: np.ndarray, checkpoint: str, mtime: float, method: str) -> list:
     return faces.explain_faces(load_classifier(Path(checkpoint)), crops, method)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def example(root: str, name: str) -> faces.ExamplePhoto:
+    return faces.example_photo(root, name)
+
+
+def face_card(analysis: faces.ImageAnalysis, i: int, cams: list, file_id: str, stacked: bool) -> None:
+    """One face: its number and label in its box's colour, the crop, its Grad-CAM and the probability bars
+    (under the pictures when ``stacked``, for a card in the grid)."""
+    face = analysis.prediction.faces[i]
+    with st.container(border=True):
+        st.markdown(faces.face_heading(face, i), unsafe_allow_html=True)
+        if stacked:
+            crop, cam = st.columns(2)
+            bars = st
+        else:
+            crop, cam, bars = st.columns([1, 1, 2])
+        crop.image(faces.display_face(analysis.faces[i]), caption="aligned" if face.landmarks else "face",
+                   width="stretch")
+        if cams:
+            cam.image(cams[i].overlay, caption=f"{method}: {face.label}", width="stretch")
+        bars.plotly_chart(faces.probability_figure(face.probabilities, face.label),
+                          key=f"predict_bars:{file_id}:{i}", config={"displayModeBar": False})
 
 
 st.title("Predict")
@@ -69,8 +96,20 @@ if st.toggle("Take a photo with the camera", key="predict_use_camera",
     if shot is not None:
         images.append((shot, "Camera photo"))
 
+fer_root = find_fer2013()
+example_names = faces.example_names(fer_root)
+if example_names:
+    st.caption("Or try an example: faces from FER-2013's test split, put together into a photo here.")
+    for column, name in zip(st.columns(len(example_names)), example_names):
+        if column.button(name, key=f"predict_example_{name.lower().replace(' ', '_')}", width="stretch"):
+            st.session_state["predict_example"] = name
+chosen = st.session_state.get("predict_example")
+if chosen in example_names:
+    images.append((example(str(fer_root), chosen), f"Example: {chosen}"))
+
 if not images:
-    st.info("Upload one or more photos, or turn on the camera, to see the faces' expressions.")
+    st.info("Upload one or more photos, or turn on the camera, to see the faces' expressions."
+            + (" Or try one of the examples above." if example_names else ""))
     st.stop()
 
 results: list[ImagePrediction] = []
@@ -105,11 +144,13 @@ for upload, title in images:
         st.image(analysis.preview, width=min(480, analysis.preview.shape[1]))
         continue
 
-    image_col, faces_col = st.columns([3, 2])
     n = len(prediction.faces)
+    beside = n <= BESIDE_MAX
+    image_col, faces_col = st.columns([3, 2]) if beside else (st.container(), st.container())
     found = "the whole image, as one face" if whole else f"{n} face{'s' if n > 1 else ''} found"
     image_col.caption(faces.detector_caption(prediction))
-    image_col.image(analysis.preview, caption=f"{title}: {found}", width="stretch")
+    image_col.image(analysis.preview, caption=f"{title}: {found}",
+                    width="stretch" if beside else min(900, analysis.preview.shape[1]))
     image_col.download_button("Download the annotated image (PNG)", analysis.annotated_png,
                               file_name=f"{Path(upload.name).stem}_annotated.png", mime="image/png",
                               key=f"predict_png:{upload.file_id}", on_click="ignore")
@@ -122,20 +163,21 @@ for upload, title in images:
     with faces_col:
         if shown < n:
             st.caption(f"The {shown} largest of {n} faces; the CSV below has all of them.")
-        for i, face in enumerate(prediction.faces[:shown]):
-            with st.container(border=True):
-                st.markdown(f"**{faces.face_label(face, i)}**")
-                crop, cam, bars = st.columns([1, 1, 2])
-                crop.image(faces.display_face(analysis.faces[i]), caption="aligned" if face.landmarks else "face",
-                           width="stretch")
-                if cams:
-                    cam.image(cams[i].overlay, caption=f"{method}: {face.label}", width="stretch")
-                bars.plotly_chart(faces.probability_figure(face.probabilities, face.label),
-                                  key=f"predict_bars:{upload.file_id}:{i}", config={"displayModeBar": False})
+        if beside:
+            for i in range(shown):
+                face_card(analysis, i, cams, upload.file_id, stacked=False)
+        else:
+            for start in range(0, shown, GRID_COLUMNS):
+                for i, column in zip(range(start, min(shown, start + GRID_COLUMNS)), st.columns(GRID_COLUMNS)):
+                    with column:
+                        face_card(analysis, i, cams, upload.file_id, stacked=True)
 
 # --- every face in one table --------------------------------------------------------------
 st.divider()
 st.subheader("All faces")
-st.dataframe(faces.predictions_frame(results, classifier.class_names), hide_index=True, key="predict_faces_table")
+st.caption("Faces are numbered as on the photos and their cards; the CSV numbers them from 0, as the CLI does.")
+percent = {c: st.column_config.NumberColumn(c, format="percent") for c in ("confidence", *classifier.class_names)}
+st.dataframe(faces.predictions_frame(results, classifier.class_names), hide_index=True, key="predict_faces_table",
+             column_config={**percent, "score": st.column_config.NumberColumn("face score", format="%.2f")})
 st.download_button("Download the table (CSV)", faces.predictions_csv(results, classifier.class_names),
                    file_name="predictions.csv", mime="text/csv", key="predict_csv", on_click="ignore")

@@ -119,11 +119,45 @@ def test_predictions_csv_and_frame(classifier):
     assert rows[2]["error"] == "" and rows[2]["label"] == results[2].faces[0].label
     assert faces.predictions_csv([], classifier.class_names) == ""
 
+    assert rows[2]["face"] == "0"                       # the CSV (as the CLI writes it) counts from 0
+
     frame = faces.predictions_frame(results, classifier.class_names)
-    assert list(frame["path"]) == ["bad.jpg", "blank.png", "face.png"]
+    assert list(frame.columns[:4]) == ["photo", "face", "label", "confidence"]
+    assert list(frame["photo"]) == ["bad.jpg", "blank.png", "face.png"]
+    assert frame["face"].isna().tolist() == [True, True, False] and frame["face"].tolist()[2] == 1  # as on the cards
     assert frame["confidence"].dtype.kind == "f" and frame["confidence"].isna().tolist() == [True, True, False]
     assert str(frame["x"].dtype) == "Int64" and frame["x"].tolist()[2] == 0
-    assert abs(frame.loc[2, [f"p_{c}" for c in classifier.class_names]].sum() - 1) < 1e-3
+    assert abs(frame.loc[2, list(classifier.class_names)].sum() - 1) < 1e-3
+    assert not [c for c in frame.columns if c.startswith("p_")]
+    assert faces.predictions_frame([], classifier.class_names).empty
+
+
+def test_face_headings_and_colours_match_the_annotation():
+    from fer_core.predict import FacePrediction, face_colour
+
+    face = FacePrediction([0, 0, 10, 10], "happy", 0.87, {"happy": 0.87})
+    assert faces.colour_hex(0) == "#{:02x}{:02x}{:02x}".format(*face_colour(0))
+    heading = faces.face_heading(face, 2)
+    assert faces.colour_hex(2) in heading and heading.endswith("**Face 3: happy (87%)**")
+
+
+def test_examples_need_the_data_set(tmp_path):
+    assert faces.example_names(None) == [] and faces.example_names(tmp_path / "absent") == []
+    assert faces.example_names(tmp_path) == []           # a folder without FER-2013's test images
+
+
+def test_example_photos_are_made_from_fer2013():
+    from conftest import FER_ROOT, HAVE_FER
+
+    if not HAVE_FER:
+        pytest.skip(f"FER-2013 not found at {FER_ROOT} (set FER2013_PATH): the examples are made from it")
+    assert faces.example_names(FER_ROOT) == list(faces.EXAMPLES)
+    for name, members in faces.EXAMPLES.items():
+        photo = faces.example_photo(FER_ROOT, name)
+        rgb = faces.decode_image(photo.getvalue(), photo.name)
+        assert photo.name.endswith(".png") and photo.file_id.startswith("example-")
+        assert rgb.shape[0] >= faces.EXAMPLE_FACE and rgb.shape[1] >= len(members[:2]) * faces.EXAMPLE_FACE
+        assert faces.example_photo(FER_ROOT, name).getvalue() == photo.getvalue()   # the same each time
 
 
 # --- charts and Grad-CAM images -----------------------------------------------------------

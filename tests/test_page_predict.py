@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import numpy as np
 import pytest
@@ -55,6 +56,12 @@ def _texts(elements) -> list[str]:
     return [e.value for e in elements]
 
 
+def _face_headings(at: AppTest) -> list[tuple[int, str, str]]:
+    """(number, label, colour) of every face card's heading, in page order."""
+    found = [re.search(r'color:(#[0-9a-f]{6}).*\*\*Face (\d+): (\w+) \(\d+%\)\*\*', t) for t in _texts(at.markdown)]
+    return [(int(m[2]), m[3], m[1]) for m in found if m]
+
+
 def _csv_rows(downloads) -> list[dict]:
     return list(csv.DictReader(io.StringIO(downloads["predictions.csv"].decode())))
 
@@ -77,9 +84,9 @@ def test_face_photo_is_labelled_with_probabilities_csv_and_png(env, face_photo, 
 
     at = _upload(at, ("photo.jpg", face_photo.read_bytes(), "image/jpeg"))
     assert not at.exception and not at.error and not at.warning
-    labels = [t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]
-    assert len(labels) == 1
-    label = labels[0][len("**Face 1: "):].split(" (")[0]
+    labels = _face_headings(at)
+    assert len(labels) == 1 and labels[0][0] == 1
+    label = labels[0][1]
     assert label in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     charts = at.get("plotly_chart")
     assert len(charts) == 1 and '"orientation":"h"' in charts[0].proto.spec.replace(" ", "")
@@ -109,7 +116,7 @@ def test_blank_image_says_no_face_then_whole_image_option(env, downloads):
 
     at.checkbox[0].check().run()
     assert not at.exception and not at.warning
-    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
+    assert [n for n, *_ in _face_headings(at)] == [1]
     assert len(at.get("plotly_chart")) == 1
     rows = _csv_rows(downloads)
     assert len(rows) == 1 and rows[0]["label"] and rows[0]["error"] == ""
@@ -131,7 +138,7 @@ def test_bad_files_are_reported_and_the_rest_processed(env, face_photo, download
     assert "notes.jpg" in errors[0] and "not a readable image" in errors[0]
     assert "cut.jpg" in errors[1] and "damaged or truncated" in errors[1]
     assert "empty.png" in errors[2] and "empty" in errors[2]
-    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1  # the good photo
+    assert [n for n, *_ in _face_headings(at)] == [1]  # the good photo
     rows = _csv_rows(downloads)
     assert [r["path"] for r in rows] == ["notes.jpg", "cut.jpg", "empty.png", "photo.jpg"]
     assert rows[0]["error"] and rows[1]["error"] and rows[3]["error"] == "" and rows[3]["label"]
@@ -152,7 +159,7 @@ def test_huge_cmyk_and_16_bit_images(env, downloads):
     assert any("cmyk.jpg" in w for w in warnings) and any("deep.png" in w for w in warnings)
     at.checkbox[0].check().run()  # cmyk.jpg as a whole face
     assert not at.exception
-    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
+    assert [n for n, *_ in _face_headings(at)] == [1]
     assert [r["path"] for r in _csv_rows(downloads)] == ["huge.png", "cmyk.jpg", "deep.png"]
 
 
@@ -163,7 +170,7 @@ def test_camera_photo(env, face_photo, downloads):
     at.camera_input(key="predict_camera").upload("image.jpg", face_photo.read_bytes()).run()
     assert not at.exception and not at.error
     assert "Camera photo" in _texts(at.subheader)
-    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
+    assert [n for n, *_ in _face_headings(at)] == [1]
     assert len(_csv_rows(downloads)) == 1
 
 
@@ -188,7 +195,7 @@ def test_missing_face_model_says_so_and_uses_haar(env, face_photo, tmp_path, mon
     assert len(warnings) == 1 and "absent.onnx: cannot be read" in warnings[0]
     assert "the Haar cascade ran" in warnings[0] and "set FER_STUDIO_FACE_MODEL=PATH" in warnings[0]
     assert any("Haar cascade" in c for c in _texts(at.caption))
-    assert len([t for t in _texts(at.markdown) if t.startswith("**Face 1: ")]) == 1
+    assert [n for n, *_ in _face_headings(at)] == [1]
 
 
 def test_an_unknown_runtime_setting_is_an_error_on_the_page(env, monkeypatch):
@@ -196,3 +203,45 @@ def test_an_unknown_runtime_setting_is_an_error_on_the_page(env, monkeypatch):
     at = _page()
     assert not at.exception
     assert any("unknown runtime 'tensorrt'" in t for t in _texts(at.error))
+
+
+def test_no_examples_without_the_data_set(env):
+    at = _page()
+    assert not at.exception
+    assert not [b for b in at.button if b.key.startswith("predict_example_")]
+
+
+@pytest.fixture
+def with_fer(env, monkeypatch):
+    from conftest import FER_ROOT, HAVE_FER
+
+    if not HAVE_FER:
+        pytest.skip(f"FER-2013 not found at {FER_ROOT} (set FER2013_PATH): the examples are made from it")
+    monkeypatch.setenv("FER2013_PATH", str(FER_ROOT))
+    return env
+
+
+def test_example_faces_are_numbered_alike_on_cards_table_and_csv(with_fer, face_model, downloads):
+    from dashboard.faces import colour_hex
+
+    at = _page()
+    assert not at.exception
+    keys = [b.key for b in at.button if b.key.startswith("predict_example_")]
+    assert keys == ["predict_example_one_face", "predict_example_two_faces_side_by_side",
+                    "predict_example_a_group_of_four"]
+    at.button(key="predict_example_a_group_of_four").click().run()
+    assert not at.exception and not at.error
+    assert "Example: A group of four" in _texts(at.subheader)
+    headings = _face_headings(at)
+    assert [n for n, *_ in headings] == [1, 2, 3, 4]
+    assert [c for *_, c in headings] == [colour_hex(i) for i in range(4)]   # the boxes' colours
+    table = at.dataframe[0].value
+    assert table["face"].tolist() == [1, 2, 3, 4] and table["label"].tolist() == [lab for _, lab, _ in headings]
+    assert {"photo", "face", "label", "confidence", "happy"} <= set(table.columns)
+    assert not [c for c in table.columns if c.startswith("p_")]
+    rows = _csv_rows(downloads)     # the CSV keeps the CLI's columns, faces from 0
+    assert [r["face"] for r in rows] == ["0", "1", "2", "3"] and [r["label"] for r in rows] == table["label"].tolist()
+    assert "example_a_group_of_four_annotated.png" in downloads
+
+    at.button(key="predict_example_two_faces_side_by_side").click().run()   # another example replaces it
+    assert not at.exception and [n for n, *_ in _face_headings(at)] == [1, 2]

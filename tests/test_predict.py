@@ -16,8 +16,8 @@ from conftest import synthetic_face
 from fer_core.checkpoint import FerClassifier
 from fer_core.detection import DETECT_MAX_SIDE, detect_faces
 from fer_core.imaging import fit_within
-from fer_core.predict import (ImageError, ImagePrediction, annotate, load_image, predict_image, predict_paths,
-                              predictions_table, write_csv)
+from fer_core.predict import (FacePrediction, ImageError, ImagePrediction, annotate, face_colour, load_image,
+                              predict_image, predict_paths, predictions_table, write_csv)
 from fer_core.storage import temporaries_of
 from conftest import huge_png
 
@@ -356,3 +356,34 @@ def test_annotate_draws_inside_the_box_only(classifier, face_photo):
     # far from the box and its label nothing changes
     assert not changed[:, : max(0, x - 5)].any() and not changed[y + h + 60:, :].any()
     assert np.array_equal(annotate(rgb, ImagePrediction("x", 600, 400)), rgb)
+
+
+def _face(box: list[int], label: str = "happy") -> FacePrediction:
+    return FacePrediction(box, label, 0.9, {label: 0.9})
+
+
+@pytest.mark.parametrize("upper, lower", [([100, 20, 120, 100], [100, 126, 120, 100]),    # stacked, 6 px apart
+                                          ([100, 126, 120, 100], [100, 20, 120, 100])])   # the same, in turn
+def test_annotate_labels_cover_no_other_face_box(upper, lower):
+    rgb = np.full((400, 400, 3), 128, np.uint8)
+    out = annotate(rgb, ImagePrediction("x", 400, 400, [_face(upper), _face(lower, "sad")]))
+    changed = (out != rgb).any(axis=2)
+    for x, y, w, h in (upper, lower):   # inside each box, away from its own edges and label, nothing drawn
+        inner = changed[y + 4:y + h - 4, x + 4:x + w - 4]
+        assert not inner[inner.shape[0] // 3:].any()
+    top, bottom = sorted((upper, lower), key=lambda b: b[1])
+    gap = changed[top[1] + top[3] + 3:bottom[1] - 2, :]
+    assert not gap.any()                 # neither label went into the narrow gap between them
+    # the lower face's label is not above it (that would cover the upper box): it is below or inside its top
+    assert (out[bottom[1] + bottom[3] + 3:, :] == face_colour([upper, lower].index(bottom))).all(axis=2).any()
+
+
+def test_annotate_numbers_faces_in_their_colours():
+    rgb = np.full((300, 600, 3), 128, np.uint8)
+    faces = [_face([50 + 180 * i, 100, 120, 120]) for i in range(3)]
+    out = annotate(rgb, ImagePrediction("x", 600, 300, faces))
+    assert len({face_colour(i) for i in range(3)}) == 3 and face_colour(0) == face_colour(6)
+    for i, (x, y, w, _) in enumerate(f.box for f in faces):
+        assert tuple(out[y, x + w // 2]) == face_colour(i)          # its box
+        label = out[max(0, y - 40):y - 2, x:x + w]
+        assert (label == face_colour(i)).all(axis=2).sum() > 100     # its label, above it, in the same colour
