@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fer_core import imaging  # noqa: E402
 from fer_core.config import DEFAULT_MIN_SCORE  # noqa: E402
 from fer_core.detection import HaarDetector, YuNetDetector, find_face_model  # noqa: E402
 from fer_core.predict import load_image, model_faces, predict_image  # noqa: E402
@@ -155,11 +156,14 @@ def bench_rotation(args) -> None:
     from fer_core.cli import default_checkpoint
 
     clf = FerClassifier.from_checkpoint(default_checkpoint())
-    faces, labels, _ = fer_faces("PrivateTest_", args.every)
+    if args.template_scale is not None:   # the template's size against the measured one (chosen on PublicTest)
+        imaging.FER_TEMPLATE = imaging.scaled_template(imaging.MEASURED_TEMPLATE, args.template_scale)
+    faces, labels, _ = fer_faces(args.split + "_", args.every)
     upright = _classify(clf, [model_faces(f, clf.img_size, detect=False)[1][0] for f in faces])
     base = np.mean(upright == labels)
-    print(f"rotation: {len(faces)} PrivateTest faces (every {args.every}th); upright 48 px crops classified "
-          f"directly: {100 * base:.1f}%")
+    scale = args.template_scale if args.template_scale is not None else imaging.TEMPLATE_SCALE
+    print(f"rotation: {len(faces)} {args.split} faces (every {args.every}th), template scale {scale}; upright "
+          f"48 px crops classified directly: {100 * base:.1f}%")
     print(f"{'angle':>6} {'yunet found':>11} {'yunet acc':>9} {'vs upright':>10} {'haar found':>10} {'haar acc':>8}")
     big = [cv2.copyMakeBorder(cv2.resize(f, (192, 192), interpolation=cv2.INTER_CUBIC), 64, 64, 64, 64,
                               cv2.BORDER_CONSTANT, value=int(f.mean())) for f in faces]
@@ -234,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=10, help="speed: timed runs per case")
     p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, help="rotation: YuNet's score threshold")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="PrivateTest", choices=("PublicTest", "PrivateTest"),
+                   help="rotation: the faces (choose the template on PublicTest, report PrivateTest once)")
+    p.add_argument("--template-scale", type=float, help="rotation: align onto the measured template scaled by this "
+                   "about its centre (default: the shipped template, imaging.TEMPLATE_SCALE)")
     args = p.parse_args(argv)
     args.face_model = find_face_model(args.face_model, download=False)
     for part, run in (("detection", bench_detection), ("rotation", bench_rotation), ("speed", bench_speed)):

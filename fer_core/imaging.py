@@ -26,7 +26,21 @@ FACE_MARGIN = 0.15   # extra context around a detected box, as in FER-2013's cro
 # of the crop (x right, y down): YuNet's landmarks on 3,240 training faces (every 8th, upscaled 4x, score
 # >= 0.8), averaged and made left-right symmetric. Regenerate with scripts/face_template.py; how it was made
 # and the spread: docs/REAL_PHOTOS.md.
-FER_TEMPLATE = ((0.3182, 0.3745), (0.6818, 0.3745), (0.5000, 0.5808), (0.3558, 0.7468), (0.6442, 0.7468))
+MEASURED_TEMPLATE = ((0.3182, 0.3745), (0.6818, 0.3745), (0.5000, 0.5808), (0.3558, 0.7468), (0.6442, 0.7468))
+# The aligned crops are framed on the measured template spread by this factor about its centre (the face fills
+# more of the crop): chosen on PublicTest with `python bench/real_photos.py rotation --split PublicTest
+# --template-scale S`; docs/REAL_PHOTOS.md has the figures.
+TEMPLATE_SCALE = 1.0
+
+
+def scaled_template(template, scale: float) -> tuple[tuple[float, float], ...]:
+    """``template``'s points moved away from (``scale`` > 1) or towards their centre by ``scale``."""
+    points = np.asarray(template, np.float64)
+    centre = points.mean(0)
+    return tuple((round(float(x), 4), round(float(y), 4)) for x, y in centre + (points - centre) * scale)
+
+
+FER_TEMPLATE = scaled_template(MEASURED_TEMPLATE, TEMPLATE_SCALE)
 ALIGNED_SIDE_LIMITS = (16, 1024)   # an aligned crop keeps the face's own resolution, within these bounds
 
 
@@ -117,11 +131,11 @@ def transform_angle(matrix: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
 
 
-def align_face(gray: np.ndarray, landmarks, template=FER_TEMPLATE) -> np.ndarray:
+def align_face(gray: np.ndarray, landmarks, template=None) -> np.ndarray:
     """The face whose five ``landmarks`` (image px) are given, upright and framed as FER-2013's faces: a square
     whose side is the face's own size in the image (the model's resize then shrinks it with INTER_AREA);
     edges replicated where the square leaves the image, as ``crop_face`` does."""
-    unit = similarity_to_template(landmarks, template)
+    unit = similarity_to_template(landmarks, FER_TEMPLATE if template is None else template)
     scale = float(np.hypot(unit[0, 0], unit[1, 0]))     # crop widths per image pixel
     lo, hi = ALIGNED_SIDE_LIMITS
     side = int(np.clip(round(1 / max(scale, 1e-9)), lo, hi))
