@@ -136,7 +136,7 @@ def checkpoints(paths: list[Path], reports_of) -> pd.DataFrame:
 
 
 def runs(summaries: list[dict]) -> pd.DataFrame:
-    """``training_charts.run_summary`` rows for reading."""
+    """``run_summary`` rows for reading."""
     return pd.DataFrame([{
         "Run": s["run"], "State": s["state"] or MISSING, "Model": s["model"] or MISSING,
         "Epochs": f"{s['epochs done']} of {s['epochs']}" if s["epochs"] else count(s["epochs done"]),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from dashboard.tables import read_tail, run_summary, selection  # noqa: F401 (the Train page's readers, here too)
 from fer_core.runs import best_row
 
 # calm: training a light blue (dashed), validation the dark ink, the best checkpoint an amber star

@@ -223,7 +223,7 @@ class BestEpoch:
 
     @classmethod
     def of(cls, config: dict, rows: list[dict]) -> BestEpoch:
-        return cls(best_row(rows), *charts.selection(config))
+        return cls(best_row(rows), *tables.selection(config))
 
 
 def run_header(run: Run, status: dict, config: dict) -> None:
@@ -329,8 +329,8 @@ def run_details(run: Run, config: dict) -> None:
             st.plotly_chart(charts.class_weights_figure(weights), key="train_chart_weights")
         st.json(config, expanded=False)
         st.caption(f"`{run.log_path}`")
-        st.code(charts.read_tail(run.log_path, 30) or "(empty)", language=None, wrap_lines=True)
-        output = charts.read_tail(run.path / "process.log", 15)
+        st.code(tables.read_tail(run.log_path, 30) or "(empty)", language=None, wrap_lines=True)
+        output = tables.read_tail(run.path / "process.log", 15)
         if output:
             st.caption("The process's own output (`process.log`)")
             st.code(output, language=None, wrap_lines=True)
@@ -343,7 +343,7 @@ st.header("All runs")
 
 
 def runs_table(shown_active: bool) -> None:
-    rows = [charts.run_summary(r) for r in store.list()]
+    rows = [tables.run_summary(r) for r in store.list()]
     active = any(r["state"] in ACTIVE for r in rows)
     if active != shown_active:
         st.rerun()

@@ -12,7 +12,7 @@ import pytest
 
 import fer_core.training.loop as loop_mod
 from conftest import make_folder_dataset, training_env, wait_for_value
-from dashboard import training_charts
+from dashboard import tables, training_charts
 from fer_core.config import TrainConfig
 from fer_core.data import load_dataset
 from fer_core.runs import Run, RunError, RunStore, best_row, check_run_id
@@ -114,7 +114,7 @@ def test_best_is_the_epoch_chosen_by_the_select_metric_for_every_reader(tmp_path
     assert best_row(run.metrics())["epoch"] == run.best_metrics()["epoch"] == 1
     status = run.status()
     assert (status["best_epoch"], status["best_score"], status["select_metric"]) == (1, 0.50, "macro_f1")
-    summary = training_charts.run_summary(run)
+    summary = tables.run_summary(run)
     assert summary["best epoch"] == 1 and summary["selected by"] == "macro-F1"
     assert summary["best val acc"] == 0.10 and summary["best val macro-F1"] == 0.50
     figure = training_charts.accuracy_figure(run.metrics())
