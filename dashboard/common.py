@@ -28,6 +28,11 @@ def runs_dir() -> Path:
     return Path(os.environ.get("FER_STUDIO_RUNS", ROOT / "runs"))
 
 
+def videos_dir() -> Path:
+    """``$FER_STUDIO_VIDEOS`` or ``videos/``, read on each call: the Video page's jobs, one folder each."""
+    return Path(os.environ.get("FER_STUDIO_VIDEOS", ROOT / "videos"))
+
+
 def __getattr__(name: str):
     # CHECKPOINT_DIR and RUNS_DIR stay importable, but follow the environment at the time of use
     if name == "CHECKPOINT_DIR":
