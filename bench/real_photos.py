@@ -155,7 +155,7 @@ def bench_rotation(args) -> None:
     from fer_core.checkpoint import FerClassifier
     from fer_core.cli import default_checkpoint
 
-    clf = FerClassifier.from_checkpoint(default_checkpoint())
+    clf = FerClassifier.from_checkpoint(args.checkpoint or default_checkpoint())
     if args.template_scale is not None:   # the template's size against the measured one (chosen on PublicTest)
         imaging.FER_TEMPLATE = imaging.scaled_template(imaging.MEASURED_TEMPLATE, args.template_scale)
     faces, labels, _ = fer_faces(args.split + "_", args.every)
@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=10, help="speed: timed runs per case")
     p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, help="rotation: YuNet's score threshold")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, help="rotation: the model (default: the bundled one)")
     p.add_argument("--split", default="PrivateTest", choices=("PublicTest", "PrivateTest"),
                    help="rotation: the faces (choose the template on PublicTest, report PrivateTest once)")
     p.add_argument("--template-scale", type=float, help="rotation: align onto the measured template scaled by this "
