@@ -9,7 +9,6 @@ shared by both runtimes, so the two differ only where the network runs. Its meta
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import textwrap
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from .checkpoint import FerClassifier
-from .storage import CheckpointError, atomic_write_bytes, model_metadata
+from .storage import CheckpointError, atomic_write_bytes, file_sha256, model_metadata  # noqa: F401 (importable here)
 
 ONNX_FORMAT = "fer_studio.onnx.v1"   # bump when the graph's inputs, outputs or metadata change
 OPSET = 17
@@ -38,14 +37,6 @@ class ExportResult:
     graph: bytes                 # the serialised ONNX model
     max_difference: float        # largest probability difference from PyTorch on the check faces
     faces_checked: int
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def synthetic_faces(size: int, n: int = 32, seed: int = 0) -> np.ndarray:

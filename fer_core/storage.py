@@ -8,6 +8,7 @@ PyTorch.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
@@ -68,6 +69,16 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def file_sha256(path: str | Path) -> str:
+    """A file's SHA-256 (hex): what a cached graph, calibration or embedding is keyed to, so a rewritten
+    checkpoint is never paired with a stale one."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def temporaries_of(path: str | Path) -> list[Path]:
