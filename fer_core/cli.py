@@ -1,4 +1,4 @@
-"""``python -m fer_core info|train|evaluate|predict|explain|export|serve``: thin wiring of library calls."""
+"""``python -m fer_core info|train|evaluate|audit|predict|explain|export|serve``: thin wiring of library calls."""
 from __future__ import annotations
 
 import argparse
@@ -125,22 +125,55 @@ def cmd_train(args) -> int:
 # --- evaluate ------------------------------------------------------------------------------
 
 def cmd_evaluate(args) -> int:
-    from .data import load_dataset, parse_class_list
-    from .evaluation import evaluate, summary_line
-    from .runtime import load_classifier
+    from .evaluation import summary_line
     from .storage import save_report
+
+    report = _evaluated(args)
+    if args.json:
+        save_report(report, args.json)
+    print(summary_line(report))
+    return 0
+
+
+def _evaluated(args) -> dict:
+    """The report of ``--checkpoint`` on ``--data``'s ``--split`` (``--classes``, ``--tta``, ``--runtime``)."""
+    from .data import load_dataset, parse_class_list
+    from .evaluation import evaluate
+    from .runtime import load_classifier
 
     ckpt = _checkpoint(args.checkpoint)
     classifier = load_classifier(ckpt, args.runtime)
-    if args.classes:
+    if getattr(args, "classes", None):
         classifier = classifier.restricted_to(parse_class_list(args.classes))
     dataset = load_dataset(args.data, classes=list(classifier.class_names))
     split = dataset.split(args.split)
     report = evaluate(classifier, split, split_name=args.split, tta=args.tta, progress=True, source=dataset.source)
     report.update(checkpoint=str(ckpt), runtime=classifier.runtime)
-    if args.json:
-        save_report(report, args.json)
-    print(summary_line(report))
+    return report
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+def cmd_audit(args) -> int:
+    """Suspect labels of a split: a saved report's probabilities (--report), else the checkpoint's, evaluated."""
+    from .audit import audit_report, check_out_of_sample, read_report, summary_lines, write_suspects_csv
+
+    if args.report:
+        report = read_report(args.report)
+        if args.split and args.split.lower() != str(report.get("split", "")).lower():
+            raise CliError(f"{args.report} is a report on another split than {args.split}")
+    else:
+        if not args.data or not args.split:
+            raise CliError("--data and --split are required without --report")
+        if args.cross_validated:
+            raise CliError("--cross-validated describes a --report's probabilities; a checkpoint evaluated here "
+                           "on its training split is not out-of-sample")
+        check_out_of_sample(args.split)   # before minutes of evaluation
+        report = _evaluated(args)
+    audit = audit_report(report, cross_validated=args.cross_validated, filter_by=args.filter)
+    write_suspects_csv(audit, args.csv)
+    print("\n".join(summary_lines(audit)))
+    print(f"{args.csv}: {audit['num_flagged']:,} suspect label(s), most suspect first")
     return 0
 
 
@@ -355,8 +388,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="faces to check the ONNX graph on (default: FER-2013 where found, else synthetic)")
     s.set_defaults(func=cmd_export)
 
+    _add_audit_parser(sub)
     _add_serve_parser(sub)
     return p
+
+
+def _add_audit_parser(sub) -> None:
+    from .audit import FILTER_METHODS
+    from .config import TTA_MODES
+
+    s = sub.add_parser("audit", help="suspect labels of a test split: the images whose label the model contradicts "
+                       "most confidently (cleanlab's confident learning), as a CSV, most suspect first")
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
+    s.add_argument("--data", help="the data set (not needed with --report)")
+    s.add_argument("--split", help="PublicTest, PrivateTest, test, ...; Training only with cross-validated "
+                   "probabilities")
+    s.add_argument("--report", metavar="R.json", help="use this evaluate --json report's probabilities instead of "
+                   "evaluating the checkpoint")
+    s.add_argument("--cross-validated", action="store_true", help="the --report's probabilities are out-of-fold "
+                   "(each image scored by a model that did not train on it): a training split may be audited")
+    s.add_argument("--filter", default=FILTER_METHODS[0], choices=FILTER_METHODS,
+                   help=f"cleanlab's confident-learning filter (default {FILTER_METHODS[0]})")
+    s.add_argument("--tta", nargs="?", const="flip+crops", default="none", choices=TTA_MODES,
+                   help="test-time augmentation when evaluating here")
+    s.add_argument("--csv", required=True, metavar="OUT", help="write the suspect labels here")
+    _add_runtime_flag(s)
+    s.set_defaults(func=cmd_audit)
 
 
 def _add_serve_parser(sub) -> None:
