@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
+from .calibration import Calibration, load_calibration
 from .storage import STATE_PREFIX, CheckpointError, atomic_write_bytes, read_metadata
 
 EMA_PREFIX = "ema."   # the EMA weights inside a last checkpoint's training state
@@ -71,9 +72,14 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, t
 class ClassifierBase:
     """What every runtime's classifier shares: probabilities from its own ``preprocess`` and ``logits``. A runtime
     (PyTorch here, ONNX Runtime in :mod:`fer_core.runtime`) supplies those two, ``class_names`` and ``img_size``;
-    evaluation, prediction and the server call only these."""
+    evaluation, prediction and the server call only these.
+
+    ``calibration`` (:mod:`fer_core.calibration`, the checkpoint's sidecar or an exported graph's metadata) maps the
+    probabilities after the softmax (and after TTA's average, in evaluation): applied here, every consumer reports
+    calibrated probabilities. ``logits`` stay the network's (distillation's teacher reads them)."""
 
     runtime: ClassVar[str] = ""
+    calibration: Calibration | None = None
 
     @torch.no_grad()
     def predict_proba(self, faces: torch.Tensor | np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -83,7 +89,18 @@ class ClassifierBase:
         out = []
         for i in range(0, len(faces), batch_size):
             out.append(torch.softmax(self.logits(self.preprocess(faces[i:i + batch_size])), 1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+        probs = torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+        return self.calibrated(probs)
+
+    def calibrated(self, probs: np.ndarray, tta: str = "none") -> np.ndarray:
+        """``probs`` (the softmax, averaged over ``tta``'s views) through the model's calibration, if it has one."""
+        if self.calibration is None or not len(probs):
+            return probs
+        return self.calibration.apply(probs, tta)
+
+    def calibration_subset(self, index: list[int]) -> Calibration | None:
+        """The calibration of this model restricted to the classes at ``index`` (``restricted_to``)."""
+        return None if self.calibration is None else self.calibration.subset(index)
 
 
 def kept_class_index(class_names, classes) -> list[int]:
@@ -119,10 +136,15 @@ class FerClassifier(ClassifierBase):
     arch: str
     metadata: dict
     source: str = ""  # the checkpoint file, for error messages
+    calibration: Calibration | None = None   # its sidecar's (fer_core.calibration), read on load
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> FerClassifier:
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        calibrated: bool = True) -> FerClassifier:
+        """The model of a checkpoint, with the calibration beside it unless ``calibrated`` is False (refitting one,
+        which may be stale)."""
         meta = read_metadata(path)  # checked: every field used here is there, typed and in range
+        calibration = load_calibration(path, meta["class_names"]) if calibrated else None
         from .models import create_model  # timm: imported only when a model is built
 
         model = create_model(meta["arch"], num_classes=len(meta["class_names"]), img_size=meta["img_size"],
@@ -131,7 +153,7 @@ class FerClassifier(ClassifierBase):
         _load_weights(model, state, path, meta["arch"])
         model.to(device).eval().to(memory_format=torch.channels_last)
         return cls(model, tuple(meta["class_names"]), meta["img_size"], meta["mean"][0], meta["std"][0],
-                   meta["arch"], meta, str(path))
+                   meta["arch"], meta, str(path), calibration)
 
     @property
     def device(self) -> torch.device:
@@ -142,7 +164,8 @@ class FerClassifier(ClassifierBase):
         protocol: the other classes' logits are dropped before the softmax. Keeps the model's class order."""
         index = kept_class_index(self.class_names, classes)
         return dataclasses.replace(self, model=LogitSubset(self.model, index),
-                                   class_names=tuple(self.class_names[i] for i in index))
+                                   class_names=tuple(self.class_names[i] for i in index),
+                                   calibration=self.calibration_subset(index))
 
     def preprocess(self, faces: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 grey faces (N, H, W) -> normalised float (N, 1, S, S) on the model's device."""

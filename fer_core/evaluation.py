@@ -2,7 +2,9 @@
 
 A report holds accuracy; macro and weighted precision/recall/F1; per-class precision, recall, F1,
 support, mean confidence of right and wrong answers, and calibration; the confusion matrix; and
-one record an image (id, true, predicted, probabilities).
+one record an image (id, true, predicted, probabilities). A calibrated model's report (:mod:`fer_core.calibration`)
+holds its calibrated probabilities and measures, the map applied (``calibration``) and the raw answers' measures
+(``uncalibrated``: ECE, NLL, accuracy, mean confidence, reliability bins).
 
 A class with no image in the evaluated split has no recall or F1 (``None``, support 0): it is named in
 ``absent_classes`` and left out of the macro average, which a 0 in its place would pull down. A report
@@ -15,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .calibration import reliability as calibration   # ECE and reliability bins: owned by fer_core.calibration
+from .calibration import nll, summary
 from .checkpoint import FerClassifier
 from .config import TTA_MODES
 from .data import FerSplit
@@ -37,8 +41,9 @@ def tta_views(x: torch.Tensor, mode: str, shift: int = 2) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def predict_split(classifier: FerClassifier, images: torch.Tensor, tta: str = "none", batch_size: int = 256,
-                  progress: bool = False) -> np.ndarray:
-    """Class probabilities (N, C) for uint8 faces (N, H, W), averaged over the TTA views."""
+                  progress: bool = False, calibrated: bool = True) -> np.ndarray:
+    """Class probabilities (N, C) for uint8 faces (N, H, W), averaged over the TTA views, then through the
+    classifier's calibration for that TTA mode (unless ``calibrated`` is False)."""
     out = []
     starts = range(0, len(images), batch_size)
     if progress:
@@ -49,24 +54,8 @@ def predict_split(classifier: FerClassifier, images: torch.Tensor, tta: str = "n
         x = classifier.preprocess(images[i:i + batch_size])
         probs = [torch.softmax(classifier.logits(v), 1) for v in tta_views(x, tta)]
         out.append(torch.stack(probs).mean(0).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, len(classifier.class_names)), np.float32)
-
-
-def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> dict:
-    """Expected calibration error and the reliability-diagram bins (equal-width on confidence)."""
-    edges = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
-    bins, ece = [], 0.0
-    for b in range(n_bins):
-        mask = which == b
-        n = int(mask.sum())
-        conf = float(confidence[mask].mean()) if n else None
-        acc = float(correct[mask].mean()) if n else None
-        if n:
-            ece += n / len(confidence) * abs(acc - conf)
-        bins.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": n,
-                     "confidence": conf, "accuracy": acc})
-    return {"ece": float(ece) if len(confidence) else None, "bins": bins}
+    probs = torch.cat(out).numpy() if out else np.zeros((0, len(classifier.class_names)), np.float32)
+    return classifier.calibrated(probs, tta) if calibrated else probs
 
 
 def build_report(y_true: np.ndarray, probs: np.ndarray, class_names, ids: list[str] | None = None,
@@ -94,6 +83,7 @@ def build_report(y_true: np.ndarray, probs: np.ndarray, class_names, ids: list[s
         "ece": cal["ece"],
         "reliability": cal["bins"],
         "mean_confidence": _mean(conf),
+        "nll": nll(probs, y_true),
         "predictions": [
             {"id": ids[i] if ids else str(i), "true": class_names[y_true[i]], "predicted": class_names[y_pred[i]],
              "probabilities": [round(float(p), 5) for p in probs[i]]}
@@ -157,10 +147,14 @@ def evaluate(classifier: FerClassifier, split: FerSplit, split_name: str = "", t
     """Evaluate ``classifier`` on a split whose labels index ``classifier.class_names``."""
     if not len(split):
         raise ValueError(f"split {split_name!r} has no images to evaluate")
-    probs = predict_split(classifier, split.images, tta=tta, batch_size=batch_size, progress=progress)
-    report = build_report(split.labels.numpy(), probs, classifier.class_names, split.ids)
+    raw = predict_split(classifier, split.images, tta=tta, batch_size=batch_size, progress=progress,
+                        calibrated=False)
+    report = build_report(split.labels.numpy(), classifier.calibrated(raw, tta), classifier.class_names, split.ids)
     report.update(split=split_name, tta=tta, checkpoint_arch=classifier.arch, data=source,
                   img_size=classifier.img_size)
+    if classifier.calibration is not None:   # both, so the reliability diagram shows what calibration changed
+        report.update(calibration=classifier.calibration.describe(tta),
+                      uncalibrated=summary(raw, split.labels.numpy()))
     return report
 
 

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from .calibration import Calibration, graph_calibration, load_calibration
 from .checkpoint import ClassifierBase, FerClassifier, finite_logits, kept_class_index, to_model_input
 from .config import RUNTIME_NAMES
 from .onnx_export import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, ExportError, export_graph, file_sha256
@@ -61,6 +62,7 @@ class OnnxClassifier(ClassifierBase):
     source: str = ""                         # the file it came from, for error messages
     checkpoint: str | None = None            # the .safetensors it was exported from, when known (Grad-CAM)
     index: tuple[int, ...] | None = None     # restricted_to: the graph's logits kept, else all
+    calibration: Calibration | None = None   # the graph's own, or (made from a checkpoint) the sidecar's
     _torch: FerClassifier | None = field(default=None, repr=False, compare=False)
     _torch_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -82,7 +84,7 @@ class OnnxClassifier(ClassifierBase):
         meta.update(checked_metadata(Path(source), meta))   # the checkpoint's own checks: types and ranges
         _check_signature(session, meta, source)
         return cls(session, tuple(meta["class_names"]), meta["img_size"], meta["mean"][0], meta["std"][0],
-                   meta["arch"], meta, source)
+                   meta["arch"], meta, source, calibration=graph_calibration(meta, source))
 
     def preprocess(self, faces: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 grey faces (N, H, W) -> normalised float (N, 1, S, S): the same code PyTorch's path runs."""
@@ -103,7 +105,8 @@ class OnnxClassifier(ClassifierBase):
         keep = kept_class_index(self.class_names, classes)
         index = tuple(self.index[i] for i in keep) if self.index is not None else tuple(keep)
         return dataclasses.replace(self, class_names=tuple(self.class_names[i] for i in keep), index=index,
-                                   _torch=None, _torch_lock=threading.Lock())
+                                   calibration=self.calibration_subset(keep), _torch=None,
+                                   _torch_lock=threading.Lock())
 
     @property
     def model(self) -> torch.nn.Module:
@@ -165,7 +168,7 @@ def cached_graph(checkpoint: str | Path, threads: int = 0) -> OnnxClassifier:
         except CheckpointError as e:   # a damaged cache entry is replaced, not an error
             log.warning("re-exporting %s: the cached graph is unusable (%s)", checkpoint, e)
     if classifier is None or classifier.metadata.get("source_sha256") != sha:
-        result = export_graph(FerClassifier.from_checkpoint(checkpoint), source_sha256=sha)
+        result = export_graph(FerClassifier.from_checkpoint(checkpoint, calibrated=False), source_sha256=sha)
         try:
             atomic_write_bytes(path, result.graph)
             log.info("exported %s to %s (probabilities within %.1g of PyTorch)", checkpoint, path,
@@ -173,7 +176,9 @@ def cached_graph(checkpoint: str | Path, threads: int = 0) -> OnnxClassifier:
         except OSError as e:   # a read-only or full cache costs the next run an export, not this one its model
             log.warning("exported %s, but could not cache the graph at %s (%s)", checkpoint, path, e)
         classifier = OnnxClassifier.from_bytes(result.graph, str(path), threads)
-    return dataclasses.replace(classifier, source=str(checkpoint), checkpoint=str(checkpoint))
+    # the cache is keyed on the weights alone: the calibration is the sidecar's as it is now, not the one exported
+    return dataclasses.replace(classifier, source=str(checkpoint), checkpoint=str(checkpoint),
+                               calibration=load_calibration(checkpoint, classifier.class_names))
 
 
 def load_classifier(path: str | Path, runtime: str = "auto", threads: int = 0) -> Classifier:
