@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import make_folder_dataset
+from conftest import ROOT, make_folder_dataset
 from fer_core import cli
 from fer_core.audit import AuditError, CSV_COLUMNS, audit_report, find_suspects, pair_counts, suspects_of_pair
 from fer_core.storage import temporaries_of
 
 CLASSES = ["angry", "fear", "happy", "sad"]
-BUNDLED = Path(__file__).resolve().parent.parent / "checkpoints" / "fer2013_effnet_b0.safetensors"
+BUNDLED = ROOT / "checkpoints" / "fer2013_effnet_b0.safetensors"
 
 
 def planted(n: int = 400, flips: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,3 +159,40 @@ def test_a_report_on_another_split_is_refused(tmp_path, capsys):
     path.write_text(json.dumps(report_of(given, probs, split="PrivateTest")))
     assert cli.main(["audit", "--report", str(path), "--split", "PublicTest", "--csv", str(tmp_path / "s.csv")]) == 2
     assert "another split" in capsys.readouterr().err
+
+
+def script(name: str):
+    """A script of scripts/ as a module (its main called in-process: no interpreter start)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_suspect_grid_draws_the_most_suspect_faces_and_reads_only_inside_the_data_set(tmp_path, capsys):
+    import cv2
+
+    suspect_grid = script("suspect_grid")
+
+    data = make_folder_dataset(tmp_path / "fer", per_class={c: 6 for c in CLASSES})
+    files = sorted(data.glob("test/*/PublicTest_*"))
+    cv2.imwrite(str(tmp_path / "outside.png"), np.zeros((48, 48), np.uint8))
+    ids = ["../outside.png"] + [str(f.relative_to(data)) for f in files]
+    given = np.array([0] + [CLASSES.index(f.parent.name) for f in files])
+    probs = np.full((len(ids), len(CLASSES)), 0.02)
+    probs[np.arange(len(ids)), given] = 0.94
+    contradicted = [0, 1, 2, 3, 4, 5]   # the model is sure of another class: the outside file and five faces
+    probs[contradicted] = np.roll(probs[contradicted], 1, axis=1)
+    report = {**report_of(given, probs), "predictions": [
+        {"id": i, "true": CLASSES[g], "predicted": CLASSES[p.argmax()], "probabilities": p.tolist()}
+        for i, g, p in zip(ids, given, probs)]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    out = tmp_path / "grid.png"
+    assert suspect_grid.main(["--report", str(path), "--data", str(data), "--out", str(out), "--count", "4",
+                              "--columns", "2"]) == 0
+    assert "the 4 most suspect of 6 flagged" in capsys.readouterr().out
+    image = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    tile_h = suspect_grid.TILE + suspect_grid.TEXT_ROWS * suspect_grid.ROW_HEIGHT + 4
+    assert image.shape == (2 * (tile_h + 4) + 4, 2 * (suspect_grid.TILE + 4) + 4)
+    assert suspect_grid.face_from(data, "../outside.png") is None and suspect_grid.face_from(data, ids[1]) is not None
