@@ -155,7 +155,8 @@ def reliability_bins(report: dict, class_name: str | None = None) -> list[dict]:
 
 def reliability_diagram(report: dict, class_name: str | None = None) -> go.Figure:
     """Accuracy against confidence in equal-width confidence bins (empty bins left out), with the
-    diagonal of perfect calibration; for one class, of the answers that predicted that class."""
+    diagonal of perfect calibration; for one class, of the answers that predicted that class. A calibrated model's
+    report (with ``uncalibrated``) also draws the raw answers as a line, and its title gives both ECEs."""
     bins = [b for b in reliability_bins(report, class_name) if b["count"]]
     ece = report["ece"] if class_name is None else report["per_class"][class_name].get("calibration_ece")
     centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
@@ -172,12 +173,28 @@ def reliability_diagram(report: dict, class_name: str | None = None) -> go.Figur
         go.Scatter(name="perfect calibration", x=[0, 1], y=[0, 1], mode="lines",
                    line=dict(dash="dash", color="grey")),
     ])
+    before = report.get("uncalibrated") if class_name is None else None   # per-class bins are the calibrated only
+    if before:
+        fig.add_trace(uncalibrated_trace(before))
     who = "all answers" if class_name is None else f"answers '{class_name}'"
     title = f"{who}: ECE {ece:.3f}" if ece is not None else f"{who}: no answers"
+    if before and before.get("ece") is not None:
+        title += f" (calibrated; {before['ece']:.3f} before)"
     fig.update_layout(title=f"{title}; over each bar: its answers", xaxis=dict(title="confidence", range=[0, 1]),
                       yaxis=dict(title="accuracy", range=[0, 1.1]), bargap=0.05, legend_title_text="",
                       margin=dict(t=40, b=10))
     return fig
+
+
+def uncalibrated_trace(before: dict) -> go.Scatter:
+    """The model's raw answers (a calibrated report's ``uncalibrated``): accuracy at each bin's mean confidence, a
+    line beside the calibrated bars, so calibration's effect is read off the diagonal."""
+    bins = [b for b in before["reliability"] if b["count"]]
+    return go.Scatter(name="before calibration", x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins],
+                      mode="lines+markers", line=dict(color="#e0892b", width=2), marker=dict(size=6),
+                      customdata=[b["count"] for b in bins],
+                      hovertemplate="before calibration: confidence %{x:.3f}, accuracy %{y:.3f} "
+                                    "(%{customdata} images)<extra></extra>")
 
 
 def ece_per_class_bars(report: dict) -> go.Figure:
