@@ -25,6 +25,7 @@ _EXPORTS = {
     "data": ("FER2013_CLASSES", "FER2013_SPLITS", "DataError", "FerDataset", "DatasetSummary", "FerSplit",
              "check_data_source", "find_fer2013", "load_dataset", "parse_class_list", "summarize_dataset"),
     "evaluation": ("build_report", "evaluate"),
+    "audit": ("AuditError", "audit_report", "find_suspects"),
     "explanation": ("CAM_METHODS", "Explanation", "explain"),
     "config": ("MODEL_NAMES", "PRESETS", "TrainConfig"),
     "models": ("ModelError", "create_model"),
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .data import (FER2013_CLASSES, FER2013_SPLITS, DataError, DatasetSummary, FerDataset, FerSplit,
                        check_data_source, find_fer2013, load_dataset, parse_class_list, summarize_dataset)
     from .evaluation import build_report, evaluate
+    from .audit import AuditError, audit_report, find_suspects
     from .explanation import CAM_METHODS, Explanation, explain
     from .config import MODEL_NAMES, PRESETS, TrainConfig
     from .models import ModelError, create_model
