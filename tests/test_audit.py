@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, make_folder_dataset
+from conftest import ROOT, heavy_libraries_loaded_by, make_folder_dataset
 from fer_core import cli
 from fer_core.audit import AuditError, CSV_COLUMNS, audit_report, find_suspects, pair_counts, suspects_of_pair
 from fer_core.storage import temporaries_of
@@ -196,3 +196,11 @@ def test_suspect_grid_draws_the_most_suspect_faces_and_reads_only_inside_the_dat
     tile_h = suspect_grid.TILE + suspect_grid.TEXT_ROWS * suspect_grid.ROW_HEIGHT + 4
     assert image.shape == (2 * (tile_h + 4) + 4, 2 * (suspect_grid.TILE + 4) + 4)
     assert suspect_grid.face_from(data, "../outside.png") is None and suspect_grid.face_from(data, ids[1]) is not None
+
+
+def test_auditing_a_saved_report_imports_no_pytorch(tmp_path):
+    given, probs, _ = planted(n=60, flips=2, seed=8)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report_of(given, probs)))
+    code = f"from fer_core.audit import audit_report, read_report\naudit_report(read_report({str(path)!r}))"
+    assert heavy_libraries_loaded_by(code, libraries=("torch", "streamlit")) == []
