@@ -111,7 +111,15 @@ def test_the_training_split_is_refused_unless_cross_validated(tmp_path, capsys):
     assert cli.main(["audit", "--data", str(tmp_path / "absent"), "--split", "Training",
                      "--csv", str(tmp_path / "s.csv")]) == 2
     assert "not out-of-sample" in capsys.readouterr().err
+    assert cli.main(["audit", "--data", str(tmp_path / "absent"), "--split", "Training", "--cross-validated",
+                     "--csv", str(tmp_path / "s.csv")]) == 2   # a fresh evaluation on Training never is
+    assert "--cross-validated describes a --report" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+    path = tmp_path / "cv.json"
+    path.write_text(json.dumps(report))
+    assert cli.main(["audit", "--report", str(path), "--csv", str(tmp_path / "s.csv")]) == 2
+    assert cli.main(["audit", "--report", str(path), "--cross-validated", "--csv", str(tmp_path / "s.csv")]) == 0
+    assert {f"img{i:04d}.png" for i in flipped} <= {r["id"] for r in csv.DictReader((tmp_path / "s.csv").open())}
 
 
 SECRET = "do-not-echo-this"
