@@ -34,6 +34,9 @@ _EXPORTS = {
     "predict": ("ImageError", "ImagePrediction", "annotate", "load_image", "predict_image", "predict_paths"),
     "detection": ("Face", "FaceModelError", "detect_faces", "get_detector"),
     "runs": ("Run", "RunError", "RunStore"),
+    "video": ("FrameResult", "TrackedFace", "VideoError", "VideoInfo", "analyze_video", "iter_video", "read_frame",
+              "read_frames_csv", "read_video_info"),
+    "video_jobs": ("VideoJob", "VideoJobError", "VideoJobStore"),
     "training": ("TrainingDiverged", "train"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -66,5 +69,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .detection import Face, FaceModelError, detect_faces, get_detector
     from .predict import ImageError, ImagePrediction, annotate, load_image, predict_image, predict_paths
     from .runs import Run, RunError, RunStore
+    from .video import (FrameResult, TrackedFace, VideoError, VideoInfo, analyze_video, iter_video, read_frame,
+                        read_frames_csv, read_video_info)
+    from .video_jobs import VideoJob, VideoJobError, VideoJobStore
     from .storage import CheckpointError, load_report, read_metadata, save_report
     from .training import TrainingDiverged, train
