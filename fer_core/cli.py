@@ -1,4 +1,5 @@
-"""``python -m fer_core info|train|evaluate|audit|predict|explain|export|serve``: thin wiring of library calls."""
+"""``python -m fer_core info|train|evaluate|audit|embed|slices|predict|explain|export|serve``: thin wiring of the
+library's calls."""
 from __future__ import annotations
 
 import argparse
@@ -175,6 +176,59 @@ def cmd_audit(args) -> int:
     print("\n".join(summary_lines(audit)))
     print(f"{args.csv}: {audit['num_flagged']:,} suspect label(s), most suspect first")
     return 0
+
+
+# --- embed, slices --------------------------------------------------------------------------
+
+def cmd_embed(args) -> int:
+    """The split's embedding map, cached beside the checkpoint (``<stem>.<split>.embedding.json``)."""
+    from .checkpoint import FerClassifier
+    from .data import load_dataset
+    from .embedding import cached_embedding, embedding_file
+
+    ckpt = _checkpoint(args.checkpoint)
+    classifier = FerClassifier.from_checkpoint(ckpt)   # the features come from the PyTorch model
+    split = load_dataset(args.data, classes=list(classifier.class_names)).split(args.split)
+    result, cached = cached_embedding(ckpt, args.split, split, method=args.method, seed=args.seed,
+                                      classifier=classifier)
+    took = ("cached" if cached else f"features {result['seconds']['features']:.1f} s, "
+            f"{'t-SNE' if args.method == 'tsne' else 'UMAP'} {result['seconds']['projection']:.1f} s")
+    print(f"{embedding_file(ckpt, args.split)}: {result['num_images']:,} faces, {result['feature_dim']} features "
+          f"projected to 2-D ({took})")
+    return 0
+
+
+def cmd_slices(args) -> int:
+    """Accuracy and per-class recall by image property, from the split's saved report (else evaluated)."""
+    from .data import load_dataset
+    from .slices import image_properties, predictions_for, save_slices, slice_report, slices_file, worst_slices
+    from .storage import load_report
+
+    ckpt = _checkpoint(args.checkpoint)
+    saved = ckpt.with_name(f"{ckpt.stem}.{args.split}.json")
+    report = load_report(args.report or saved) if args.report or saved.is_file() else _evaluated(args)
+    split = load_dataset(args.data, classes=report.get("class_names")).split(args.split)
+    y_true, y_pred = predictions_for(report, split.ids)
+    detector = _roll_detector(args.face_model) if args.roll else None
+    props = image_properties(split.images.numpy(), detector)
+    result = slice_report(props, y_true, y_pred, report["class_names"], n_bins=args.bins, split=args.split)
+    path = Path(args.json) if args.json else slices_file(ckpt, args.split)
+    save_slices(result, path)
+    print(f"{path}: {result['num_images']:,} images, accuracy {result['accuracy']:.4f}; {args.bins} quantile bins of "
+          f"{', '.join(props)}. Where a class's recall falls most below its recall on the split:")
+    for s in worst_slices(result):
+        print(f"  {s['class']:<9} {s['property']} {s['lower']:.4g}-{s['upper']:.4g}: recall {s['recall']:.3f} "
+              f"(split {s['overall_recall']:.3f}, {s['support']} images)")
+    return 0
+
+
+def _roll_detector(face_model: str | None):
+    from .detection import get_detector
+
+    detector = get_detector("yunet", face_model=face_model)
+    if detector.note:   # the Haar fallback finds no landmarks, so no roll
+        raise CliError(f"--roll needs YuNet's landmarks: {detector.note}")
+    return detector
 
 
 # --- predict -------------------------------------------------------------------------------
@@ -389,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_export)
 
     _add_audit_parser(sub)
+    _add_exploration_parsers(sub)
     _add_serve_parser(sub)
     return p
 
@@ -414,6 +469,38 @@ def _add_audit_parser(sub) -> None:
     s.add_argument("--csv", required=True, metavar="OUT", help="write the suspect labels here")
     _add_runtime_flag(s)
     s.set_defaults(func=cmd_audit)
+
+
+def _add_exploration_parsers(sub) -> None:
+    from .config import TTA_MODES
+    from .embedding import PROJECTIONS
+
+    s = sub.add_parser("embed", help="a split's penultimate-layer features projected to 2-D (t-SNE), cached beside "
+                       "the checkpoint as <stem>.<split>.embedding.json for the Metrics page")
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the bundled one)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="PrivateTest")
+    s.add_argument("--method", default=PROJECTIONS[0], choices=PROJECTIONS,
+                   help="tsne (scikit-learn, default) or umap (needs umap-learn)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("slices", help="accuracy and per-class recall by brightness, contrast, sharpness (and head "
+                       "roll) in quantile bins, as <stem>.<split>.slices.json for the Metrics page")
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="PrivateTest")
+    s.add_argument("--report", metavar="R.json", help="the predictions to slice (default: the saved "
+                   "<stem>.<split>.json beside the checkpoint, else evaluated here)")
+    s.add_argument("--bins", type=int, default=4, help="quantile bins a property (default 4)")
+    s.add_argument("--roll", action="store_true", help="also head roll, from YuNet's landmarks on the upscaled "
+                   "faces (once per data set, then cached)")
+    s.add_argument("--face-model", metavar="PATH", help="the YuNet model file (as predict's)")
+    s.add_argument("--tta", nargs="?", const="flip+crops", default="none", choices=TTA_MODES,
+                   help="test-time augmentation when evaluating here")
+    s.add_argument("--json", metavar="OUT", help="write the slices here (default: beside the checkpoint)")
+    _add_runtime_flag(s)
+    s.set_defaults(func=cmd_slices)
 
 
 def _add_serve_parser(sub) -> None:
