@@ -98,10 +98,15 @@ def checkpoint_choices() -> dict[str, Path]:
     return choices
 
 
+# the other JSON files beside a checkpoint: its calibration, a split's embedding map and slices (not reports)
+SIDECAR_KINDS = ("calibration", "embedding", "slices")
+
+
 def saved_reports(checkpoint: Path) -> dict[str, Path]:
     """Evaluation reports saved beside a checkpoint: ``<stem>.<split>[.tta].json`` -> {label: path}."""
-    return {p.name[len(checkpoint.stem) + 1:-5]: p
-            for p in sorted(checkpoint.parent.glob(f"{checkpoint.stem}.*.json"))}
+    files = sorted(checkpoint.parent.glob(f"{checkpoint.stem}.*.json"))
+    labels = {p.name[len(checkpoint.stem) + 1:-5]: p for p in files}
+    return {label: p for label, p in labels.items() if label.rpartition(".")[2] not in SIDECAR_KINDS}
 
 
 # where the dashboard's models predict: auto (ONNX Runtime when installed and matching PyTorch), torch, onnxruntime
