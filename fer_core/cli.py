@@ -1,5 +1,5 @@
-"""``python -m fer_core info|train|evaluate|audit|embed|slices|predict|explain|export|serve``: thin wiring of the
-library's calls."""
+"""``python -m fer_core info|train|evaluate|calibrate|audit|embed|slices|predict|explain|export|serve``: thin
+wiring of the library's calls."""
 from __future__ import annotations
 
 import argparse
@@ -231,6 +231,63 @@ def _roll_detector(face_model: str | None):
     return detector
 
 
+# --- calibrate -----------------------------------------------------------------------------
+
+def cmd_calibrate(args) -> int:
+    """Fit the checkpoint's calibration on a split (a saved report's answers, or evaluated on the data) and save it
+    beside the checkpoint, where every runtime finds it; ``--remove`` deletes it."""
+    from .calibration import calibrate_checkpoint, remove_calibration, report_answers, sidecar_path
+    from .storage import load_report, read_metadata
+
+    ckpt = _checkpoint(args.checkpoint)
+    if args.remove:
+        print(f"{sidecar_path(ckpt)}: removed" if remove_calibration(ckpt) else f"{ckpt} has no calibration")
+        return 0
+    names = read_metadata(ckpt)["class_names"]
+    if args.report:
+        report = load_report(args.report)
+        probs, labels = report_answers(report, names)
+        split, tta, data = report.get("split", "?"), report.get("tta", "none"), report.get("data", "")
+    elif args.data:
+        probs, labels, data = _raw_answers(ckpt, args)
+        split, tta = args.split, args.tta
+    else:
+        raise CliError("--data PATH (evaluate the split) or --report R.json (a saved report of it) is required")
+    scaling = calibrate_checkpoint(ckpt, names, probs, labels, tta, vector=not args.temperature_only,
+                                   about={"split": split, "tta": tta, "data": str(data)})
+    _print_calibration(scaling, split, tta, sidecar_path(ckpt))
+    return 0
+
+
+def _raw_answers(ckpt: Path, args):
+    """The uncalibrated probabilities and labels of ``args.split`` (PyTorch: a stale calibration is no obstacle)."""
+    from .checkpoint import FerClassifier
+    from .data import load_dataset
+    from .evaluation import predict_split
+
+    classifier = FerClassifier.from_checkpoint(ckpt, calibrated=False)
+    dataset = load_dataset(args.data, classes=list(classifier.class_names))
+    split = dataset.split(args.split)
+    probs = predict_split(classifier, split.images, tta=args.tta, progress=True, calibrated=False)
+    return probs, split.labels.numpy(), dataset.source
+
+
+def _print_calibration(scaling, split: str, tta: str, path: Path) -> None:
+    fit = scaling.fit
+    how = (f"temperature {scaling.temperature:.4f}" if scaling.method == "temperature"
+           else "vector scaling (per-class scale and bias)")
+    check = fit.get("vector_check")
+    why = (f"; vector scaling {'kept' if check['kept'] else 'not kept'}: held-out NLL "
+           f"{check['held_out']['vector']['nll']:.4f} against {check['held_out']['temperature']['nll']:.4f}, "
+           f"accuracy {check['held_out']['vector']['accuracy']:.4f} against "
+           f"{check['held_out']['temperature']['accuracy']:.4f} ({check['folds']}-fold)" if check else "")
+    print(f"{split} ({fit['images']:,} images, TTA {tta}): {how}{why}")
+    for key, label in (("ece", "ECE"), ("nll", "NLL"), ("accuracy", "accuracy"),
+                       ("mean_confidence", "mean confidence")):
+        print(f"  {label:<16} {fit['before'][key]:.4f} -> {fit['after'][key]:.4f}")
+    print(f"saved to {path}")
+
+
 # --- predict -------------------------------------------------------------------------------
 
 def cmd_predict(args) -> int:
@@ -328,7 +385,17 @@ def cmd_export(args) -> int:
            for k, v in meta.items() if k not in ("optimizer_groups", "progress")}
     save_checkpoint(args.out, model_state, raw, half=args.half)
     print(f"{args.out}: {Path(args.out).stat().st_size / 1e6:.1f} MB ({'fp16' if args.half else 'fp32'})")
+    _copy_calibration(args.checkpoint, args.out, meta["class_names"])
     return 0
+
+
+def _copy_calibration(checkpoint, out, class_names) -> None:
+    """The copy gets the checkpoint's calibration too, stamped with the copy's own SHA-256."""
+    from .calibration import load_calibration, save_calibration
+
+    calibration = load_calibration(checkpoint, class_names)
+    if calibration is not None:
+        print(f"{save_calibration(calibration, out)}: its calibration")
 
 
 def _export_onnx(args) -> int:
@@ -411,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", metavar="OUT", help="write the report here")
     _add_runtime_flag(s)
     s.set_defaults(func=cmd_evaluate)
+
+    _add_calibrate_parser(sub)
 
     s = sub.add_parser("predict", help="detect faces in photos and classify their expressions")
     s.add_argument("images", nargs="+", help="image files or folders")
@@ -501,6 +570,24 @@ def _add_exploration_parsers(sub) -> None:
     s.add_argument("--json", metavar="OUT", help="write the slices here (default: beside the checkpoint)")
     _add_runtime_flag(s)
     s.set_defaults(func=cmd_slices)
+
+
+def _add_calibrate_parser(sub) -> None:
+    from .config import TTA_MODES
+
+    s = sub.add_parser("calibrate", help="fit temperature scaling (vector scaling where it pays) on the selection "
+                       "split and store it beside the checkpoint: predict, evaluate, the dashboard and the API then "
+                       "report calibrated probabilities")
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the bundled one)")
+    s.add_argument("--data", help="the data set to evaluate --split on")
+    s.add_argument("--split", default="PublicTest", help="the split to fit on (default PublicTest: the selection "
+                   "split; never the one you report on)")
+    s.add_argument("--tta", default="none", choices=TTA_MODES, help="the TTA mode to fit for (each has its own)")
+    s.add_argument("--report", metavar="R.json", help="fit on a saved report's per-image probabilities instead "
+                   "of evaluating (no data set needed)")
+    s.add_argument("--temperature-only", action="store_true", help="do not try per-class vector scaling")
+    s.add_argument("--remove", action="store_true", help="delete the checkpoint's calibration")
+    s.set_defaults(func=cmd_calibrate)
 
 
 def _add_serve_parser(sub) -> None:
