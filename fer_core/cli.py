@@ -1,5 +1,5 @@
-"""``python -m fer_core info|train|evaluate|calibrate|audit|embed|slices|predict|explain|export|serve``: thin
-wiring of the library's calls."""
+"""``python -m fer_core info|train|evaluate|calibrate|audit|embed|slices|predict|explain|export|serve|video``:
+thin wiring of the library's calls."""
 from __future__ import annotations
 
 import argparse
@@ -416,6 +416,90 @@ def _export_onnx(args) -> int:
     return 0
 
 
+# --- video ---------------------------------------------------------------------------------
+
+def cmd_video(args) -> int:
+    import contextlib
+    import signal
+
+    from .runtime import load_classifier
+    from .video import analyze_video, read_video_info
+    from .video_jobs import StatusReporter
+
+    signal.signal(signal.SIGTERM, _interrupted)   # a stop request: partial outputs removed, as on Ctrl-C
+    reporter = StatusReporter(args.status) if args.status else None
+    with reporter.running() if reporter else contextlib.nullcontext():
+        read_video_info(args.input)   # a bad file fails here, before the model loads
+        classifier = load_classifier(_checkpoint(args.checkpoint), args.runtime)
+        options = {"every": args.every, "start": args.start, "end": args.end, "smooth": args.smooth,
+                   "max_frames": args.max_frames, "detect_side": args.detect_side, "refine": args.refine_landmarks,
+                   **_detection(args)}
+        with _frames_bar(args.quiet, reporter) as progress:
+            summary = analyze_video(classifier, args.input, csv=args.csv, json=args.json, video=args.out,
+                                    progress=progress, **options)
+    print(f"{args.input}: {summary['frames_processed']} frames, {summary['frames_with_faces']} with faces, "
+          f"{len(summary['tracks'])} person(s) ({summary['options']['detector']})")
+    for t in summary["tracks"]:
+        print(f"  person {t['track']}: {t['frames']} frames, {t['first_s']:.1f}-{t['last_s']:.1f} s, mostly "
+              f"{t['dominant']} ({t['share'][t['dominant']]:.0%})")
+    return 0
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _frames_bar(quiet: bool, reporter):
+    """A context giving ``progress(done, total)``: a tqdm bar (frames/s, ETA) unless ``quiet``, and the job's
+    status file when there is one."""
+    import contextlib
+
+    from tqdm import tqdm
+
+    @contextlib.contextmanager
+    def bar():
+        with tqdm(unit="frame", desc="video", disable=quiet, leave=False) as pbar:
+            def progress(done: int, total: int) -> None:
+                if total and pbar.total != total:
+                    pbar.total = total
+                pbar.update(done - pbar.n)
+                if reporter:
+                    reporter.progress(done, total)
+            yield progress
+
+    return bar()
+
+
+def _add_video_parser(sub) -> None:
+    from .video import DETECT_SIDE
+
+    s = sub.add_parser("video", help="expressions over time, per person, in a video: a CSV row a face a frame, a "
+                       "JSON summary per person, an annotated video")
+    s.add_argument("input", help="a video file (MP4, MOV, WebM, AVI, ...)")
+    s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
+    s.add_argument("--out", metavar="OUT.webm", help="the annotated video: .webm (VP8; plays in browsers) or .mp4 "
+                   "(MPEG-4 Part 2 'mp4v': desktop players only, browsers do not play it; OpenCV's build has no H.264)")
+    s.add_argument("--csv", metavar="OUT.csv", help="one row a face a processed frame (frames without faces: a row "
+                   "with an empty track)")
+    s.add_argument("--json", metavar="OUT.json", help="the summary per person (track)")
+    s.add_argument("--every", type=int, default=1, metavar="N", help="detect faces every N-th frame, the boxes "
+                   "carried between (default 1)")
+    s.add_argument("--start", type=float, metavar="S", help="first second to process")
+    s.add_argument("--end", type=float, metavar="S", help="last second to process")
+    s.add_argument("--smooth", type=float, metavar="SECONDS", help="smooth each person's probabilities "
+                   "exponentially with this time constant (adds s_<class> and smoothed_label columns)")
+    s.add_argument("--max-frames", type=int, metavar="N", help="stop with an error (no outputs) past N frames")
+    s.add_argument("--detect-side", type=int, default=DETECT_SIDE, metavar="PX", help="detect on a copy at most "
+                   f"this many px a side (default {DETECT_SIDE}; a 4K frame too)")
+    s.add_argument("--refine-landmarks", action="store_true", help="measure a tilted face's landmarks again, as "
+                   "photos are (two more detector runs a face a frame)")
+    _add_detection_flags(s)
+    _add_runtime_flag(s)
+    s.add_argument("--status", metavar="STATUS.json", help=argparse.SUPPRESS)   # a video job's status (video_jobs)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_video)
+
+
 # --- serve ---------------------------------------------------------------------------------
 
 def cmd_serve(args) -> int:
@@ -514,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_parser(sub)
     _add_exploration_parsers(sub)
     _add_serve_parser(sub)
+    _add_video_parser(sub)
     return p
 
 
