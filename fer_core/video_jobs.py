@@ -229,7 +229,7 @@ class StatusReporter:
     def __init__(self, status_path: str | Path):
         self.path = Path(status_path)
         self.started = time.time()
-        self._last = 0.0
+        self._last, self.done, self.total = 0.0, 0, 0
 
     @contextmanager
     def running(self):
@@ -252,11 +252,13 @@ class StatusReporter:
             except BaseException as e:
                 _write_status(self.path, {"state": "failed", "finished": time.time(), "error": _one_line(e)})
                 raise
-            _write_status(self.path, {"state": "done", "finished": time.time(), "eta_s": 0})
+            _write_status(self.path, {"state": "done", "finished": time.time(), "eta_s": 0, "frames_done": self.done,
+                                      "frames_total": self.done})
         finally:
             os.close(fd)
 
     def progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
         now = time.time()
         if now - self._last < STATUS_EVERY_S:
             return

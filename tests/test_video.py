@@ -382,7 +382,8 @@ def test_bad_options_are_refused_before_any_work(tmp_path, classifier):
 # --- the CLI --------------------------------------------------------------------------------
 
 @needs_fer
-def test_cli_video_writes_the_outputs_and_reports_per_person(tmp_path, leave_return, capsys, face_model):
+def test_cli_video_writes_the_outputs_and_reports_per_person(tmp_path, leave_return, capsys, classifier):
+    # ``classifier``: its PyTorch on one thread, which the command's own load then shares
     rc = cli.main(["video", str(leave_return), "--runtime", "torch", "--csv", str(tmp_path / "f.csv"),
                    "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "a.webm"), "--every", "2",
                    "--smooth", "0.3"])
