@@ -1,4 +1,5 @@
-"""Metrics: per-class scores, confusion, calibration and bias of a checkpoint, and checkpoints side by side.
+"""Metrics: per-class scores, confusion, calibration and bias of a checkpoint, its suspect labels, embedding map and
+error slices, and checkpoints side by side.
 
 Reports are saved JSON beside a checkpoint (``<stem>.<split>[.<tta>].json``, written by
 ``python -m fer_core evaluate --json``), so they show without the data set; with the data set present
@@ -6,14 +7,18 @@ any split can be evaluated here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
-from dashboard import charts, common, tables
+from dashboard import charts, common, exploration, suspects, tables
 from fer_core.config import TTA_MODES
 from fer_core.data import DataError, DatasetSummary
+from fer_core.embedding import cached_embedding, embedding_file, load_embedding
+from fer_core.slices import image_properties, load_slices, predictions_for, slice_report, slices_file, worst_slices
 from fer_core.storage import save_report
 
 GALLERY_LIMIT = 48
@@ -122,6 +127,125 @@ def show_gallery(report: dict, summary, data: Path | None, class_names: tuple[st
             images = common.dataset(str(data), class_names).splits   # the same cached data set as the index
             st.image([images[s].images[i].numpy() for _, (s, i) in found],
                      caption=[f"{w['true']} → {w['predicted']} ({w['confidence']:.0%})" for w, _ in found], width=96)
+
+
+def face_lookup(data: Path | None, summary, class_names: tuple[str, ...]) -> Callable[[str], np.ndarray | None]:
+    """``face_of(image id)``: the grey face from the data set (the gallery's cached index and pixels), or None
+    when the data set is absent or has no such image."""
+    if summary is None:
+        return lambda _image_id: None
+
+    def face_of(image_id: str) -> np.ndarray | None:
+        where = image_index(str(data), class_names).get(image_id)
+        splits = common.dataset(str(data), class_names).splits
+        return None if where is None else splits[where[0]].images[where[1]].numpy()
+    return face_of
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def saved_embedding(checkpoint: str, mtime: float, split: str, sidecar_mtime: float) -> dict | None:
+    """The embedding map saved beside the checkpoint, per version of both files (None: none, or a stale one)."""
+    return load_embedding(checkpoint, split)
+
+
+def embedding_ui(chosen: Chosen) -> dict | None:
+    """The split's embedding map: the saved one, else computed here once asked for (the data set present);
+    None (saying how to make one) until then."""
+    ckpt, split = chosen.checkpoint, chosen.split
+    sidecar = embedding_file(ckpt, split)
+    saved = saved_embedding(str(ckpt), ckpt.stat().st_mtime, split, sidecar.stat().st_mtime if sidecar.exists() else 0)
+    if saved:
+        return saved
+    command = f"python -m fer_core embed --checkpoint {ckpt} --data PATH --split {split}"
+    if chosen.summary is None:
+        st.info(f"No embedding map of **{split}** for this checkpoint. Make one with `{command}` (it is saved beside "
+                "the checkpoint), or put the data set in `data/fer2013/` to compute it here.")
+        return None
+    st.info(f"No embedding map of **{split}** for this checkpoint yet. Compute it here (a 3,589-face test split "
+            f"takes a few minutes on a CPU; it is saved beside the checkpoint) or with `{command}`.")
+    if not st.button("Compute the embedding map", type="primary", key="metrics_embed_compute"):
+        return None
+    with st.spinner("Computing the features and their t-SNE map…"):
+        images = common.dataset(str(chosen.data), chosen.class_names).split(split)
+        return cached_embedding(ckpt, split, images)[0]
+
+
+def show_embedding(chosen: Chosen) -> None:
+    embedding = embedding_ui(chosen)
+    if embedding is None:
+        return
+    colour_by = st.radio("Colour by", list(exploration.COLOUR_BY), horizontal=True, key="metrics_embed_colour")
+    frame = exploration.embedding_frame(embedding, chosen.report)
+    fig = exploration.embedding_scatter(frame, colour_by, embedding["class_names"])
+    event = st.plotly_chart(fig, key="metrics_embedding", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    st.caption(exploration.embedding_caption(embedding) + " Select faces (click, box or lasso) to see them below.")
+    picked = exploration.selected_ids(fig, event.selection.points if event else [])
+    if picked:
+        show_faces(frame.set_index("id").loc[picked], face_lookup(chosen.data, chosen.summary, chosen.class_names))
+
+
+def show_faces(rows, face_of: Callable[[str], np.ndarray | None]) -> None:
+    """The selected faces (the first ``GALLERY_LIMIT``), true → predicted class and confidence under each."""
+    shown = [(image_id, face_of(image_id)) for image_id in rows.index[:GALLERY_LIMIT]]
+    found = [(image_id, face) for image_id, face in shown if face is not None]
+    if not found:
+        st.info(f"{len(rows):,} face(s) selected; showing them needs the data set they came from: put FER-2013 in "
+                "`data/fer2013/` or set `FER2013_PATH`.")
+        return
+    more = f"; showing the first {len(found)}" if len(rows) > len(found) else ""
+    st.write(f"{len(rows):,} face(s) selected{more}.")
+    st.image([face for _, face in found], width=96,
+             caption=[f"{rows.at[i, 'true']} → {rows.at[i, 'predicted']} ({rows.at[i, 'confidence']:.0%})"
+                      for i, _ in found])
+
+
+@st.cache_data(show_spinner="Measuring the faces' brightness, contrast and sharpness…", max_entries=8)
+def computed_slices(data: str, split: str, class_names: tuple[str, ...], report_label: str, _report: dict) -> dict:
+    """The report's slices on the data set's images (their properties cached in the data cache); cached per report
+    label (``_report`` is not hashed: the label names it)."""
+    images = common.dataset(data, class_names).split(split)
+    y_true, y_pred = predictions_for(_report, images.ids)
+    return slice_report(image_properties(images.images.numpy()), y_true, y_pred, _report["class_names"], split=split)
+
+
+def slices_of(chosen: Chosen) -> dict | None:
+    """The report's slices: saved beside the checkpoint when made from the same predictions, else computed on the
+    data set; None (saying how to make them) without either."""
+    saved = load_slices(slices_file(chosen.checkpoint, chosen.split))
+    report = chosen.report
+    if saved and (saved["num_images"], saved["accuracy"]) == (report["num_images"], report["accuracy"]):
+        return saved
+    if chosen.summary is None:
+        st.info("No error slices for this report. Make them with `python -m fer_core slices --checkpoint "
+                f"{chosen.checkpoint} --data PATH --split {chosen.split}` (saved beside the checkpoint), or put the "
+                "data set in `data/fer2013/` to compute them here.")
+        return None
+    try:
+        return computed_slices(str(chosen.data), chosen.split, chosen.class_names, chosen.label, report)
+    except ValueError as e:   # a report made on other images than the data set's
+        st.warning(f"The error slices cannot be computed: {e}.")
+        return None
+
+
+def show_slices(chosen: Chosen) -> None:
+    slices = slices_of(chosen)
+    if slices is None:
+        return
+    c1, c2 = st.columns(2)
+    prop = c1.selectbox("Property", list(slices["properties"]), key="metrics_slice_property",
+                        format_func=lambda p: f"{p}: {slices['descriptions'].get(p, p)}")
+    of = c2.selectbox("Score", ["accuracy", *(f"recall of {c}" for c in slices["class_names"])],
+                      key="metrics_slice_score")
+    st.plotly_chart(exploration.slice_bars(slices, prop, None if of == "accuracy" else of.removeprefix("recall of ")),
+                    key="metrics_slice_bars")
+    st.plotly_chart(exploration.slice_recall_heatmap(slices, prop), key="metrics_slice_heatmap")
+    st.caption(f"{slices['n_bins']} bins of about equal count (quantiles of the split; equal values share a bin), "
+               "the images in each on its bar and in each cell. Properties are measured once per data set and "
+               "cached.")
+    st.subheader("Where a class is missed most")
+    tables.show(exploration.worst_slices_table(worst_slices(slices)), key="metrics_slice_worst", text_columns=3)
+    st.caption("Bins holding 20 or more images of the class, by how far its recall there falls below its recall "
+               "on the whole split.")
 
 
 def show_comparison(choices: dict[str, Path], evaluated: set, data: Path | None, current_label: str) -> None:
@@ -314,8 +438,9 @@ def show_headline(report: dict, split: str, tta: str) -> None:
 
 st.title("Metrics and model bias")
 st.write("Where the model is right and wrong, class by class: precision, recall and F1, the confusion matrix, "
-         "how sure it is of right and wrong answers, whether that confidence is calibrated, and the images it "
-         "gets wrong.")
+         "how sure it is of right and wrong answers, whether that confidence is calibrated, the images it gets "
+         "wrong, the labels it contradicts most confidently, a map of how it sees the faces, and the kinds of "
+         "image (dark, flat, blurred) where it fails.")
 
 choices = common.checkpoint_choices()
 if not choices:
@@ -328,6 +453,10 @@ show_headline(chosen.report, chosen.split, chosen.tta)
 sections = {"Per class": lambda: show_per_class(chosen.report, chosen.checkpoint, chosen.split, chosen.tta),
             "Bias and calibration": lambda: show_bias(chosen.report, chosen.summary),
             "Misclassified": lambda: show_gallery(chosen.report, chosen.summary, chosen.data, chosen.class_names),
+            "Suspect labels": lambda: suspects.show_suspect_labels(
+                chosen.report, face_lookup(chosen.data, chosen.summary, chosen.class_names)),
+            "Embedding map": lambda: show_embedding(chosen),
+            "Error slices": lambda: show_slices(chosen),
             "Compare": lambda: show_comparison(choices, evaluations(), chosen.data, chosen.label)}
 for tab, show in zip(st.tabs(list(sections), key="metrics_section", on_change="rerun"), sections.values()):
     if tab.open:   # only the open tab runs: its charts are all the page renders

@@ -13,7 +13,8 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, heavy_libraries_loaded_by, make_folder_dataset
-from dashboard import charts
+from dashboard import charts, exploration
+from fer_core import embedding, slices
 from fer_core.checkpoint import FerClassifier
 from fer_core.data import load_dataset
 from fer_core.evaluation import build_report, evaluate
@@ -98,7 +99,8 @@ def test_headline_metrics_are_the_saved_reports_numbers_without_the_data_set(mon
 
 def test_only_the_open_tab_runs(monkeypatch, studio):
     at = select_checkpoint(page(monkeypatch, studio, with_data=False), "bundled: tiny")
-    assert [t.label for t in at.tabs] == ["Per class", "Bias and calibration", "Misclassified", "Compare"]
+    assert [t.label for t in at.tabs] == ["Per class", "Bias and calibration", "Misclassified", "Suspect labels",
+                                         "Embedding map", "Error slices", "Compare"]
     assert {t for f in figures(at) for t in (d["type"] for d in f["data"])} == {"bar", "heatmap"}
     open_tab(at, "Bias and calibration")
     kinds = [{d["type"] for d in f["data"]} for f in figures(at)]
@@ -446,3 +448,110 @@ def test_saved_reports_show_without_importing_pytorch(monkeypatch, studio):
             "assert at.get('plotly_chart'), 'no per-class chart'\n"
             "assert 'PublicTest' in next(s for s in at.selectbox if s.label == 'Split').options\n")
     assert heavy_libraries_loaded_by(code, libraries=("torch",)) == []
+
+
+# --- suspect labels, embedding map and error slices --------------------------------------------------
+
+def hand_made_embedding(report: dict, ids: list[str] | None = None) -> dict:
+    """A map of a report's images on a line, its classes as the report's, made without a model."""
+    names = report["class_names"]
+    ids = ids or [p["id"] for p in report["predictions"]]
+    truth = {p["id"]: names.index(p["true"]) for p in report["predictions"]}
+    return {"format": embedding.EMBEDDING_FORMAT, "split": report["split"], "method": "tsne", "seed": 0,
+            "class_names": names, "num_images": len(ids), "feature_dim": 1280, "ids": ids,
+            "x": [float(i) for i in range(len(ids))], "y": [0.0] * len(ids), "true": [truth.get(i, 0) for i in ids],
+            "predicted": [0] * len(ids), "confidence": [0.5] * len(ids)}
+
+
+@pytest.fixture
+def own_checkpoints(studio, tmp_path):
+    own = tmp_path / "checkpoints"
+    own.mkdir()
+    shutil.copy(studio["checkpoints"] / "tiny.safetensors", own / "tiny.safetensors")
+    save_report(studio["reports"]["tiny"], own / "tiny.test.json")
+    return own
+
+
+def test_a_saved_embedding_map_shows_without_the_data_set_coloured_three_ways(monkeypatch, studio, own_checkpoints):
+    rep = studio["reports"]["tiny"]
+    embedding.save_embedding(hand_made_embedding(rep), own_checkpoints / "tiny.safetensors")
+    at = open_tab(page(monkeypatch, studio, with_data=False, checkpoints=own_checkpoints), "Embedding map")
+    assert next(s for s in at.selectbox if s.label == "Split").options == ["test"]   # the sidecar is no report
+    fig = figure_with(at, "scattergl")
+    assert sum(len(t["x"]) for t in fig["data"]) == rep["num_images"] and len(fig["data"]) == len(rep["class_names"])
+    assert any("faces of test" in c.value for c in at.caption)
+    at.radio(key="metrics_embed_colour").set_value("right/wrong").run()
+    right, wrong = figure_with(at, "scattergl")["data"]
+    n_right = sum(p["true"] == p["predicted"] for p in rep["predictions"])   # the report's predictions, not the map's
+    assert (len(right["x"]), len(wrong["x"])) == (n_right, rep["num_images"] - n_right)
+
+
+def test_without_a_map_or_the_data_set_the_page_names_the_command(monkeypatch, studio, own_checkpoints):
+    at = open_tab(page(monkeypatch, studio, with_data=False, checkpoints=own_checkpoints), "Embedding map")
+    assert any("python -m fer_core embed --checkpoint" in i.value for i in at.info) and not at.get("plotly_chart")
+    open_tab(at, "Error slices")
+    assert any("python -m fer_core slices --checkpoint" in i.value for i in at.info)
+
+
+def test_the_embedding_map_is_computed_here_once_and_saved(monkeypatch, studio, own_checkpoints):
+    at = open_tab(page(monkeypatch, studio, with_data=True, checkpoints=own_checkpoints), "Embedding map")
+    at.button(key="metrics_embed_compute").click().run()
+    assert not at.exception, at.exception
+    saved = embedding.load_embedding(own_checkpoints / "tiny.safetensors", "test")
+    assert saved and saved["num_images"] == studio["reports"]["tiny"]["num_images"]
+    assert sum(len(t["x"]) for t in figure_with(at, "scattergl")["data"]) == saved["num_images"]
+
+
+def test_error_slices_from_the_data_set_add_up_and_a_class_can_be_chosen(monkeypatch, studio):
+    rep = studio["reports"]["tiny"]
+    at = open_tab(select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny"), "Error slices")
+    bars = figure_with(at, "bar")["data"][0]
+    assert sum(int(t.split("n=")[1]) for t in bars["text"]) == rep["num_images"]
+    assert [o.split(":")[0] for o in at.selectbox(key="metrics_slice_property").options] == ["brightness", "contrast",
+                                                                                             "sharpness"]
+    at.selectbox(key="metrics_slice_score").set_value("recall of fear").run()
+    bars = figure_with(at, "bar")["data"][0]
+    assert sum(int(t.split("n=")[1]) for t in bars["text"]) == rep["per_class"]["fear"]["support"]
+    assert figure_with(at, "heatmap")["data"][0]["y"] == rep["class_names"]
+
+
+def test_saved_slices_show_without_the_data_set(monkeypatch, studio, own_checkpoints):
+    rep = studio["reports"]["tiny"]
+    names = rep["class_names"]
+    y_true = [names.index(p["true"]) for p in rep["predictions"]]
+    y_pred = [names.index(p["predicted"]) for p in rep["predictions"]]
+    made = slices.slice_report({"brightness": np.arange(len(y_true), dtype=float)}, y_true, y_pred, names, 2, "test")
+    slices.save_slices(made, slices.slices_file(own_checkpoints / "tiny.safetensors", "test"))
+    at = open_tab(page(monkeypatch, studio, with_data=False, checkpoints=own_checkpoints), "Error slices")
+    assert len(figure_with(at, "bar")["data"][0]["x"]) == 2 and not at.info
+
+
+def test_suspect_labels_section_is_on_the_page(monkeypatch, studio):
+    at = open_tab(select_checkpoint(page(monkeypatch, studio, with_data=True), "bundled: tiny"), "Suspect labels")
+    assert "Suspect labels" in {m.label for m in at.metric}
+
+
+def test_embedding_frame_scatter_and_selection(report):
+    emb = hand_made_embedding({**report, "split": "test"})
+    frame = exploration.embedding_frame(emb, report)
+    assert list(frame["predicted"]) == [p["predicted"] for p in report["predictions"]]
+    assert (frame["outcome"] == "right").sum() == 5
+    fig = exploration.embedding_scatter(frame, "true class", NAMES)
+    assert [len(t.x) for t in fig.data] == [3, 2, 3]
+    points = [{"curve_number": 2, "point_index": 0}, {"curve_number": 0, "point_index": 1},
+              {"curve_number": 2, "point_index": 0}]
+    assert exploration.selected_ids(fig, points) == [fig.data[2].customdata[0], fig.data[0].customdata[1]]
+    without = exploration.embedding_frame(emb)   # no report: the map's own predictions
+    assert set(without["predicted"]) == {"a"}
+
+
+def test_slice_figures_show_the_bins_counts_and_the_split_line():
+    y_true, y_pred = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 1, 0, 2])
+    made = slices.slice_report({"brightness": np.array([1., 4, 2, 5, 3, 6])}, y_true, y_pred, NAMES, n_bins=2)
+    bars = exploration.slice_bars(made, "brightness")
+    assert list(bars.data[0].y) == pytest.approx([2 / 3, 2 / 3]) and list(bars.data[0].x) == ["1–3", "4–6"]
+    assert [t.split("n=")[1] for t in bars.data[0].text] == ["3", "3"]
+    heat = exploration.slice_recall_heatmap(made, "brightness").data[0]
+    assert heat.z[0] == pytest.approx([50, -50])   # class a: recall 1 then 0, against 1/2 overall
+    table = exploration.worst_slices_table(slices.worst_slices(made, min_support=1))
+    assert table.iloc[0]["Class"] in NAMES and table.iloc[0]["Points below"] == "50.0"
