@@ -4,9 +4,10 @@ Features are what the classifier head sees: timm models describe their head (``g
 in eval mode is the pooled feature vector (EfficientNet-B0: 1,280 values a face), so a forward hook on it gives the
 features and the model's own probabilities from one pass, for any architecture in ``models.ARCHITECTURES``.
 
-The projection is t-SNE from scikit-learn after PCA to 50 dimensions. UMAP (``umap-learn``) was measured on the
-bundled model's 3,589 PrivateTest faces (docs/RESULTS.md, ``bench``-style command there): it is not faster enough
-on this machine to pay for a new dependency with numba, so it is used only where installed and asked for.
+The projection is t-SNE from scikit-learn after PCA to 50 dimensions. UMAP (``umap-learn``) was timed against it on
+the bundled model's 3,589 PrivateTest faces (docs/RESULTS.md): on this shared 2-core machine neither was clearly
+faster (t-SNE 51 and 157 s, UMAP 77 s with numba's compilation and 96 s without, under varying load), so t-SNE
+stays, with no new dependency (numba, llvmlite, pynndescent); UMAP is used where installed and asked for.
 
 The result is plain data (``EMBEDDING_FORMAT``), saved as ``<stem>.<split>.embedding.json`` beside the checkpoint
 with the checkpoint's SHA-256: a page shows it without the data set or PyTorch, and a rewritten checkpoint's stale
