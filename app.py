@@ -97,11 +97,13 @@ SPLIT_COLOURS = ("#2a6fdb", "#8fb3ea", "#c9d8f2")   # calm blues: the primary co
 
 
 PAGE_NOTES = {"Train": "launch and watch training runs", "Metrics": "per-class metrics, confusion and bias",
-             "Grad-CAM": "where the model looks, face by face", "Predict": "your own photos"}
+             "Grad-CAM": "where the model looks, face by face", "Predict": "your own photos",
+             "Video": "expressions over time, per person"}
 PAGES = [st.Page("pages/1_Train.py", title="Train", icon=":material/model_training:", url_path="Train"),
          st.Page("pages/2_Metrics.py", title="Metrics", icon=":material/bar_chart:", url_path="Metrics"),
          st.Page("pages/3_Grad-CAM.py", title="Grad-CAM", icon=":material/local_fire_department:", url_path="Grad-CAM"),
-         st.Page("pages/4_Predict.py", title="Predict", icon=":material/photo_camera:", url_path="Predict")]
+         st.Page("pages/4_Predict.py", title="Predict", icon=":material/photo_camera:", url_path="Predict"),
+         st.Page("pages/5_Video.py", title="Video", icon=":material/movie:", url_path="Video")]
 
 st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
 with page_script_running():   # the background warm-up waits for the pages' scripts

@@ -6,11 +6,19 @@ Plain functions (no Streamlit in the figures), so they are tested on hand-made f
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import tables
+from dashboard.faces import PREVIEW_SIDE, colour_hex
+from fer_core.detection import as_detector
+from fer_core.imaging import detected_face_crop, fit_within, resize_squares, to_grey
+from fer_core.video import FrameResult, TrackedFace, annotate_frame, box_iou
 
 # one colour an expression, the same in every person's timeline (muted, distinct; neutral grey)
 CLASS_COLOURS = {"angry": "#c0392b", "disgust": "#6a994e", "fear": "#7b52ab", "happy": "#e9a23b",
@@ -149,3 +157,75 @@ def nearest_frame(processed: list[int], index: int) -> int:
     """The processed frame closest to ``index`` (a slider may land between them)."""
     arr = np.asarray(processed)
     return int(arr[np.abs(arr - index).argmin()])
+
+
+
+DETECTION_KEYS = ("detector", "face_model", "min_face", "min_score")
+MATCH_IOU = 0.5          # a face found again in the frame is the CSV's face when their boxes overlap this much
+
+
+@dataclass
+class FrameView:
+    """What the page shows of one processed frame."""
+
+    annotated: np.ndarray    # RGB: the frame with its people boxed as in the annotated video, at most PREVIEW_SIDE
+    crops: np.ndarray        # (N, S, S) grey crops at the model's input size, in the order of the frame's rows
+    aligned: list[bool]      # each crop aligned from landmarks (else the square around its box)
+
+
+def detection_options(summary: dict) -> dict:
+    """The detection settings the video was processed with (from its JSON summary's options)."""
+    options = summary.get("options") or {}
+    return {k: options[k] for k in DETECTION_KEYS if options.get(k) is not None}
+
+
+def row_box(row: pd.Series) -> list[int]:
+    return [int(row[k]) for k in "xywh"]
+
+
+def frame_result(rows: pd.DataFrame, index: int, time_s: float) -> FrameResult:
+    """A frame's CSV rows as the library's ``FrameResult`` (no landmarks: the CSV keeps boxes)."""
+    names = class_names(rows)
+    smoothed = has_smoothing(rows)
+    faces = [TrackedFace(int(r["track"]), row_box(r), None if pd.isna(r["score"]) else float(r["score"]), None,
+                         r["label"], float(r["confidence"]), face_probabilities(r, names),
+                         face_probabilities(r, names, smoothed=True) if smoothed else None)
+             for _, r in rows.iterrows()]
+    return FrameResult(index, time_s, faces)
+
+
+def frame_view(size: int, rgb: np.ndarray, rows: pd.DataFrame, index: int, time_s: float,
+               detection: dict) -> FrameView:
+    """Frame ``index`` drawn as the annotated video draws it, and its faces' crops at the model's ``size``: the CSV
+    keeps boxes, not landmarks, so the faces are detected again (the same detector and settings) and each row takes
+    the landmarks of the face found on its box to align its crop; a row without one (a box carried between
+    detections) is cropped around its box."""
+    gray = to_grey(rgb)
+    found = as_detector(**detection).detect(gray) if len(rows) else []
+    crops, aligned = [], []
+    for _, row in rows.iterrows():
+        box = row_box(row)
+        match = max(found, key=lambda f: box_iou(box, f.box), default=None)
+        landmarks = match.landmarks if match is not None and box_iou(box, match.box) >= MATCH_IOU else None
+        crops.append(detected_face_crop(gray, box, landmarks))
+        aligned.append(landmarks is not None)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)   # annotate_frame draws in BGR, as the video is written
+    drawn = cv2.cvtColor(annotate_frame(bgr, frame_result(rows, index, time_s)), cv2.COLOR_BGR2RGB)
+    preview, _ = fit_within(drawn, PREVIEW_SIDE)
+    return FrameView(preview, resize_squares(crops, size) if crops else np.zeros((0, size, size), np.uint8), aligned)
+
+
+def frame_time(frames: pd.DataFrame, index: int) -> float:
+    return float(frames.loc[frames["frame"] == index, "time_s"].iloc[0])
+
+
+def job_checkpoint(summary: dict) -> Path | None:
+    """The checkpoint the video was processed with (its summary's model source), if it is still there."""
+    source = (summary.get("model") or {}).get("source")
+    return Path(source) if source and Path(source).is_file() else None
+
+
+def person_heading(row: pd.Series) -> str:
+    """A face card's heading (markdown with HTML): a square in the person's box colour, 'Person N: label (p%)'."""
+    return (f'<span style="color:{colour_hex(int(row["track"]) - 1)}; font-size:1.3em">&#9632;</span> '
+            f"**Person {int(row['track'])}: {row['label']} ({row['confidence']:.0%})**")

@@ -99,8 +99,8 @@ def test_home_links_every_page(monkeypatch, tmp_path):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     pages = {"Train": "pages/1_Train.py", "Metrics": "pages/2_Metrics.py", "Grad-CAM": "pages/3_Grad-CAM.py",
-             "Predict": "pages/4_Predict.py"}
-    assert [link.proto.page for link in at.get("page_link")][-4:] == list(pages)   # after "Try it on a photo"
+             "Predict": "pages/4_Predict.py", "Video": "pages/5_Video.py"}
+    assert [link.proto.page for link in at.get("page_link")][-5:] == list(pages)   # after "Try it on a photo"
     for title, script in pages.items():
         at.switch_page(script).run()
         assert not at.exception
@@ -197,7 +197,8 @@ WIDGETS = {"button", "download_button", "link_button", "checkbox", "toggle", "ra
            "dataframe", "plotly_chart", "altair_chart", "vega_lite_chart", "pydeck_chart", "tabs",
            "form_submit_button", "pills", "segmented_control", "feedback", "chat_input"}
 KEY_PREFIXES = {"app.py": "home_", "pages/1_Train.py": "train_", "pages/2_Metrics.py": "metrics_",
-                "pages/3_Grad-CAM.py": "gradcam_", "pages/4_Predict.py": "predict_"}
+                "pages/3_Grad-CAM.py": "gradcam_", "pages/4_Predict.py": "predict_",
+                "pages/5_Video.py": "video_"}
 
 
 def widget_keys(script: str) -> list[tuple[int, str, str | None]]:
