@@ -586,6 +586,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output PNG")
     s.set_defaults(func=cmd_explain)
 
+    _add_export_parser(sub)
+    _add_audit_parser(sub)
+    _add_exploration_parsers(sub)
+    _add_serve_parser(sub)
+    _add_video_parser(sub)
+    return p
+
+
+def _add_export_parser(sub) -> None:
     s = sub.add_parser("export", help="a checkpoint as ONNX (OUT.onnx, checked against PyTorch) or a copy of its "
                        "model weights (OUT.safetensors, optionally fp16) for shipping")
     s.add_argument("checkpoint")
@@ -594,12 +603,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", help="an ONNX model choosing among these classes only, comma-separated")
     s.add_argument("--data", help="faces to check the ONNX graph on (default: FER-2013 where found, else synthetic)")
     s.set_defaults(func=cmd_export)
-
-    _add_audit_parser(sub)
-    _add_exploration_parsers(sub)
-    _add_serve_parser(sub)
-    _add_video_parser(sub)
-    return p
 
 
 def _add_audit_parser(sub) -> None:
