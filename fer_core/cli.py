@@ -430,7 +430,8 @@ def cmd_video(args) -> int:
     reporter = StatusReporter(args.status) if args.status else None
     with reporter.running() if reporter else contextlib.nullcontext():
         read_video_info(args.input)   # a bad file fails here, before the model loads
-        classifier = load_classifier(_checkpoint(args.checkpoint), args.runtime)
+        _limit_threads(args.threads)
+        classifier = load_classifier(_checkpoint(args.checkpoint), args.runtime, threads=args.threads)
         options = {"every": args.every, "start": args.start, "end": args.end, "smooth": args.smooth,
                    "max_frames": args.max_frames, "detect_side": args.detect_side, "refine": args.refine_landmarks,
                    **_detection(args)}
@@ -443,6 +444,16 @@ def cmd_video(args) -> int:
         print(f"  person {t['track']}: {t['frames']} frames, {t['first_s']:.1f}-{t['last_s']:.1f} s, mostly "
               f"{t['dominant']} ({t['share'][t['dominant']]:.0%})")
     return 0
+
+
+def _limit_threads(threads: int) -> None:
+    """One thread by default: video interleaves OpenCV decoding, detection and encoding with small classifier
+    batches, and PyTorch's intra-op threads then contend with OpenCV's (bench/video.py measured 631 ms a frame
+    classifying at 2 threads against 7.8 ms at 1)."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def _interrupted(signum, frame):
@@ -495,6 +506,8 @@ def _add_video_parser(sub) -> None:
                    "photos are (two more detector runs a face a frame)")
     _add_detection_flags(s)
     _add_runtime_flag(s)
+    s.add_argument("--threads", type=int, default=1, metavar="N", help="classifier threads (default 1: faster "
+                   "than more for video on a CPU, see docs/VIDEO.md; 0: the runtime's default)")
     s.add_argument("--status", metavar="STATUS.json", help=argparse.SUPPRESS)   # a video job's status (video_jobs)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_video)

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import FER_ROOT, ROOT, needs_fer
 from fer_core import cli
@@ -383,10 +384,16 @@ def test_bad_options_are_refused_before_any_work(tmp_path, classifier):
 
 @needs_fer
 def test_cli_video_writes_the_outputs_and_reports_per_person(tmp_path, leave_return, capsys, classifier):
-    # ``classifier``: its PyTorch on one thread, which the command's own load then shares
-    rc = cli.main(["video", str(leave_return), "--runtime", "torch", "--csv", str(tmp_path / "f.csv"),
-                   "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "a.webm"), "--every", "2",
-                   "--smooth", "0.3"])
+    # the command's default is one classifier thread, whatever the process had before
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rc = cli.main(["video", str(leave_return), "--runtime", "torch", "--csv", str(tmp_path / "f.csv"),
+                       "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "a.webm"), "--every", "2",
+                       "--smooth", "0.3"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     assert rc == 0
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "s.json").read_text())
