@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = {"home": "", "train": "Train", "metrics": "Metrics", "grad-cam": "Grad-CAM", "predict": "Predict"}
+PAGES = {"home": "", "train": "Train", "metrics": "Metrics", "grad-cam": "Grad-CAM", "predict": "Predict",
+         "video": "Video"}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 # the script has run to its end (the app root's script state, which Streamlit sets for its own browser tests),
