@@ -13,7 +13,7 @@ import streamlit as st
 from fer_core.config import SELECT_KEYS, TTA_MODES
 from fer_core.data import FER2013_CLASSES
 from fer_core.runs import Run, best_row
-from fer_core.storage import CheckpointError, read_metadata
+from fer_core.storage import CheckpointError, architecture_label, read_metadata
 
 MISSING = "–"
 # how each selection metric reads on the page: TrainConfig.select_metric -> label
@@ -126,7 +126,7 @@ def checkpoints(paths: list[Path], reports_of) -> pd.DataFrame:
             continue
         best = headline_report(reports_of(path))
         names = meta["class_names"]   # all seven in a word, so that the row fits the page
-        row.update({"Model": meta["arch"], "Input": f"{meta['img_size']} px",
+        row.update({"Model": architecture_label(meta), "Input": f"{meta['img_size']} px",
                     "Classes": "all 7" if tuple(names) == FER2013_CLASSES else f"{len(names)}: {', '.join(names)}"})
         if best:
             row.update({"Accuracy": percent(best[1].get("accuracy")), "Measured on": best[1].get("split") or best[0]})

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .calibration import Calibration, load_calibration
+from .config import ENSEMBLE_ARCH
 from .storage import STATE_PREFIX, CheckpointError, atomic_write_bytes, read_metadata
 
 EMA_PREFIX = "ema."   # the EMA weights inside a last checkpoint's training state
@@ -145,12 +146,17 @@ class FerClassifier(ClassifierBase):
         which may be stale)."""
         meta = read_metadata(path)  # checked: every field used here is there, typed and in range
         calibration = load_calibration(path, meta["class_names"]) if calibrated else None
-        from .models import create_model  # timm: imported only when a model is built
+        if meta["arch"] == ENSEMBLE_ARCH:   # a file naming member checkpoints
+            from .ensemble import build_ensemble_net
 
-        model = create_model(meta["arch"], num_classes=len(meta["class_names"]), img_size=meta["img_size"],
-                             output_stride=meta["output_stride"], drop_rate=meta["drop_rate"])
-        state, _ = read_tensors(path)
-        _load_weights(model, state, path, meta["arch"])
+            model = build_ensemble_net(path, meta, device)
+        else:
+            from .models import create_model  # timm: imported only when a model is built
+
+            model = create_model(meta["arch"], num_classes=len(meta["class_names"]), img_size=meta["img_size"],
+                                 output_stride=meta["output_stride"], drop_rate=meta["drop_rate"])
+            state, _ = read_tensors(path)
+            _load_weights(model, state, path, meta["arch"])
         model.to(device).eval().to(memory_format=torch.channels_last)
         return cls(model, tuple(meta["class_names"]), meta["img_size"], meta["mean"][0], meta["std"][0],
                    meta["arch"], meta, str(path), calibration)

@@ -1,4 +1,4 @@
-"""``python -m fer_core info|train|evaluate|calibrate|audit|embed|slices|predict|explain|export|serve|video``:
+"""``python -m fer_core info|train|evaluate|calibrate|audit|embed|slices|predict|explain|export|ensemble|serve|video``:
 thin wiring of the library's calls."""
 from __future__ import annotations
 
@@ -231,6 +231,47 @@ def _roll_detector(face_model: str | None):
     return detector
 
 
+# --- ensemble ------------------------------------------------------------------------------
+
+def cmd_ensemble(args) -> int:
+    """Write an ensemble file naming the member checkpoints, with given, equal or validation-chosen weights."""
+    from .ensemble import save_ensemble
+
+    choice = None
+    weights = args.weights
+    if args.weights_from:
+        if weights:
+            raise CliError("give --weights or --weights-from, not both")
+        if not args.data:
+            raise CliError(f"--weights-from {args.weights_from} needs --data PATH (the data set of that split)")
+        choice = _chosen_weights(args)
+        weights = choice["weights"]
+    members = save_ensemble(args.out, args.members, weights, choice)
+    print(f"{args.out}: an ensemble of {len(members)}")
+    for m in members:
+        print(f"  {m.weight:.2f}  {m.file} ({m.arch}, {m.img_size} px)")
+    if choice:
+        own = ", ".join(f"{a:.4f}" for a in choice["member_accuracy"])
+        print(f"{args.weights_from} accuracy {choice['accuracy']:.4f} (equal weights "
+              f"{choice['equal_weights_accuracy']:.4f}; members {own})")
+    return 0
+
+
+def _chosen_weights(args) -> dict:
+    """The members' weights with the best accuracy on ``--weights-from`` (``ensemble.choose_weights``)."""
+    from .checkpoint import FerClassifier
+    from .data import load_dataset
+    from .ensemble import choose_weights, member_log_probs
+
+    if args.weights_from in ("PrivateTest", "test"):
+        raise CliError(f"--weights-from {args.weights_from}: choose on the selection split (PublicTest), not on the "
+                       "one you report")
+    classifiers = [FerClassifier.from_checkpoint(m, calibrated=False) for m in args.members]
+    split = load_dataset(args.data, classes=list(classifiers[0].class_names)).split(args.weights_from)
+    choice = choose_weights(member_log_probs(classifiers, split.images), split.labels.numpy())
+    return {**choice, "split": args.weights_from, "data": str(args.data)}
+
+
 # --- calibrate -----------------------------------------------------------------------------
 
 def cmd_calibrate(args) -> int:
@@ -377,9 +418,13 @@ def cmd_export(args) -> int:
     if args.classes:
         raise CliError("--classes restricts an ONNX export (OUT.onnx); a .safetensors copy keeps every class")
     from .checkpoint import read_tensors, save_checkpoint
+    from .config import ENSEMBLE_ARCH
     from .storage import read_metadata
 
     meta = read_metadata(args.checkpoint)
+    if meta["arch"] == ENSEMBLE_ARCH:
+        raise CliError(f"{args.checkpoint} is an ensemble: it names its members' files and holds no weights to copy; "
+                       "export OUT.onnx for one self-contained file")
     model_state, _ = read_tensors(args.checkpoint)
     raw = {k: v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
            for k, v in meta.items() if k not in ("optimizer_groups", "progress")}
@@ -600,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_explain)
 
     _add_export_parser(sub)
+    _add_ensemble_parser(sub)
     _add_audit_parser(sub)
     _add_exploration_parsers(sub)
     _add_serve_parser(sub)
@@ -671,6 +717,17 @@ def _add_exploration_parsers(sub) -> None:
     s.add_argument("--json", metavar="OUT", help="write the slices here (default: beside the checkpoint)")
     _add_runtime_flag(s)
     s.set_defaults(func=cmd_slices)
+
+
+def _add_ensemble_parser(sub) -> None:
+    s = sub.add_parser("ensemble", help="several checkpoints as one model (OUT.safetensors names them: keep them "
+                       "together); usable wherever a checkpoint is")
+    s.add_argument("out", help="the ensemble file to write (OUT.safetensors)")
+    s.add_argument("members", nargs="+", help="member checkpoints (.safetensors), sharing class names")
+    s.add_argument("--weights", type=float, nargs="+", metavar="W", help="one weight a member (default: equal)")
+    s.add_argument("--weights-from", metavar="SPLIT", help="choose the weights on this split's accuracy (PublicTest)")
+    s.add_argument("--data", help="the data set of --weights-from's split")
+    s.set_defaults(func=cmd_ensemble)
 
 
 def _add_calibrate_parser(sub) -> None:

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 MODEL_NAMES = ("efficientnet_b0", "resnet18", "resnet50")
+ENSEMBLE_ARCH = "ensemble"                 # a checkpoint naming member checkpoints (fer_core.ensemble)
 TTA_MODES = ("none", "flip", "flip+crops")                    # evaluation.tta_views
 # Grey-level normalisation of every model trained here: the mean of ImageNet's RGB statistics, which is what a
 # pretrained RGB stem summed to one channel expects. Checkpoints store their own (``mean``/``std``).

@@ -2,6 +2,8 @@
 
 The maps are computed on the last convolutional stage (``models.cam_target_layer``): 3x3 at 48 px
 and 4x4 at 64 px input with output stride 16, so they show regions (eyes, mouth, brow), not edges.
+An ensemble (:mod:`fer_core.ensemble`) gets one map per member, each on that member's last stage and explaining
+the ensemble's output, and their mean (as grad-cam combines several layers).
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Layer
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from .checkpoint import FerClassifier
+from .checkpoint import FerClassifier, LogitSubset
+from .ensemble import EnsembleNet
 from .imaging import display_square
 from .models import cam_target_layer
 
@@ -36,6 +39,15 @@ class Explanation:
     predicted: str
     probabilities: dict[str, float]
     method: str
+    member_heatmaps: list[np.ndarray] | None = None   # an ensemble's: one a member, in its order (heatmap: their mean)
+
+
+def cam_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layer(s) maps are computed on: the model's last stage, or each ensemble member's."""
+    inner = model.model if isinstance(model, LogitSubset) else model
+    if isinstance(inner, EnsembleNet):
+        return [cam_target_layer(m) for m in inner.members]
+    return [cam_target_layer(inner)]
 
 
 def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method: str = "gradcam",
@@ -57,17 +69,35 @@ def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method:
     probs = classifier.predict_proba(faces)
     predicted = probs.argmax(1)
     targets = [int(target) if target is not None else int(p) for p in predicted]
-    x = classifier.preprocess(faces).contiguous()
-    model = classifier.model
-    with CAM_METHODS[method](model=model, target_layers=[cam_target_layer(model)]) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    per_layer = class_maps(classifier, faces, targets, method)
+    maps = per_layer[0] if len(per_layer) == 1 else mean_map(per_layer)
     out = []
-    for face, m, t, p, pr in zip(faces, maps, targets, predicted, probs):
+    for k, (face, m, t, p, pr) in enumerate(zip(faces, maps, targets, predicted, probs)):
         heat = np.clip(display_square(m.astype(np.float32), display_size), 0, 1)
         rgb = cv2.cvtColor(display_square(face, display_size), cv2.COLOR_GRAY2RGB).astype(np.float32) / 255
         overlay = show_cam_on_image(rgb, heat, use_rgb=True, image_weight=0.55)
-        out.append(Explanation(heat, overlay, names[t], names[p], dict(zip(names, map(float, pr))), method))
+        members = [np.clip(display_square(layer[k].astype(np.float32), display_size), 0, 1)
+                   for layer in per_layer] if len(per_layer) > 1 else None
+        out.append(Explanation(heat, overlay, names[t], names[p], dict(zip(names, map(float, pr))), method, members))
     return out
+
+
+def class_maps(classifier: FerClassifier, faces: np.ndarray, targets: list[int], method: str) -> list[np.ndarray]:
+    """(N, S, S) maps in [0, 1] of each layer of ``cam_layers``, each explaining the model's own output."""
+    x = classifier.preprocess(faces).contiguous()
+    out = []
+    for layer in cam_layers(classifier.model):
+        with CAM_METHODS[method](model=classifier.model, target_layers=[layer]) as cam:
+            out.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets]))
+    return out
+
+
+def mean_map(per_layer: list[np.ndarray]) -> np.ndarray:
+    """The layers' maps averaged and stretched to [0, 1] again, face by face (grad-cam's multi-layer rule)."""
+    mean = np.mean(per_layer, axis=0)
+    lo = mean.min(axis=(1, 2), keepdims=True)
+    span = mean.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 1e-7, (mean - lo) / np.maximum(span, 1e-7), 0.0)
 
 
 def explanation_figure(face: np.ndarray, explanation: Explanation) -> np.ndarray:

@@ -128,6 +128,8 @@ def _graph_metadata(classifier: FerClassifier, source_sha256: str) -> dict[str, 
         props["epoch"] = str(meta["epoch"])
     if isinstance(meta.get("metrics"), dict):
         props["metrics"] = json.dumps(meta["metrics"])
+    if "members" in meta:   # an ensemble: its members, for the record (the graph holds their weights)
+        props["members"] = meta["members"]
     if classifier.calibration is not None:   # the graph travels without the checkpoint's sidecar
         props["calibration"] = json.dumps(classifier.calibration.to_dict())
     return props

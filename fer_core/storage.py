@@ -20,7 +20,7 @@ from typing import IO
 
 from safetensors import safe_open
 
-from .config import MODEL_NAMES  # plain data: no heavy imports
+from .config import ENSEMBLE_ARCH, MODEL_NAMES  # plain data: no heavy imports
 
 FORMAT = "fer-studio/1"
 STATE_PREFIX = "train_state."
@@ -136,6 +136,17 @@ def read_metadata(path: str | Path) -> dict:
     return {**meta, **checked_metadata(path, meta)}
 
 
+def architecture_label(meta: dict) -> str:
+    """The model's architecture in a few words: its ``arch``, or an ensemble's members' (``fer_core.ensemble``)."""
+    if meta.get("arch") != ENSEMBLE_ARCH:
+        return str(meta.get("arch"))
+    try:
+        archs = [str(m["arch"]) for m in json.loads(meta["members"])]
+    except (KeyError, TypeError, ValueError):
+        return "ensemble (members unreadable)"
+    return f"ensemble of {len(archs)}: {', '.join(archs)}"
+
+
 # Bounds of a usable checkpoint: beyond them a file is corrupt, or would have the loader allocate gigabytes
 # (img_size) or name labels that mean nothing (a thousand classes, or the same name twice).
 MAX_CLASSES = 100
@@ -167,7 +178,8 @@ def _metadata_fields() -> dict[str, tuple]:
     """key -> (parse: text -> value, raising ValueError or TypeError; what it must be; default or _REQUIRED)."""
     lo, hi = IMG_SIZE_RANGE
     return {
-        "arch": (_one_of(MODEL_NAMES), f"one of {', '.join(MODEL_NAMES)}", _REQUIRED),
+        "arch": (_one_of((*MODEL_NAMES, ENSEMBLE_ARCH)), f"one of {', '.join((*MODEL_NAMES, ENSEMBLE_ARCH))}",
+                 _REQUIRED),
         "class_names": (_class_names, f"a JSON list of 2 to {MAX_CLASSES} different names, each 1 to "
                         f"{MAX_CLASS_NAME} characters", _REQUIRED),
         "img_size": (_whole(lo, hi), f"a whole number of pixels from {lo} to {hi}", _REQUIRED),

@@ -9,6 +9,7 @@ from dashboard.common import checkpoint_choices, classifier_or_stop, load_classi
 from fer_core.config import CAM_METHOD_NAMES, DEFAULT_MIN_SCORE
 from fer_core.data import find_fer2013
 from fer_core.predict import ImageError, ImagePrediction
+from fer_core.storage import architecture_label
 
 MAX_FACES_SHOWN = 12          # per image; the CSV has every face
 BESIDE_MAX = 2                # up to this many faces, the cards go beside the photo; more go in a grid under it
@@ -77,7 +78,8 @@ method = right.selectbox("Grad-CAM method", list(CAM_METHOD_NAMES), key="predict
 checkpoint = choices[checkpoint_label]
 classifier = classifier_or_stop(checkpoint)
 mtime = checkpoint.stat().st_mtime
-st.caption(f"{classifier.arch}, {classifier.img_size} px input, classes: {', '.join(classifier.class_names)}.")
+st.caption(f"{architecture_label(classifier.metadata)}, {classifier.img_size} px input, classes: "
+           f"{', '.join(classifier.class_names)}.")
 left, right = st.columns(2)
 min_score = left.slider("Detection confidence", 0.1, 0.95, DEFAULT_MIN_SCORE, 0.05, key="predict_min_score",
                         help="The YuNet face detector's smallest score for a face: lower finds more (small, turned, "
