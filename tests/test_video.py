@@ -313,6 +313,20 @@ def test_rotation_metadata_is_honoured(tmp_path, faces, classifier):
     assert all(len(r.faces) == 1 and r.faces[0].label == "happy" for r in results)
 
 
+def test_a_variable_frame_rate_video_keeps_its_real_times(tmp_path, classifier):
+    """Ten frames 0.1 s apart, then ten that come slower (as a phone writes when light falls): the times are the
+    container's, not the frame index over a nominal rate."""
+    vfr = tmp_path / "vfr.mkv"
+    subprocess.run([ffmpeg(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+                    "-frames:v", "20", "-vf", "setpts='if(lt(N,10),N/10/TB,(1+(N-10)/5)/TB)'", "-fps_mode", "vfr",
+                    "-c:v", "mpeg4", str(vfr)], check=True, timeout=60)
+    times = [r.time_s for r in iter_video(classifier, vfr, detector="haar")]
+    assert len(times) == 20
+    assert times[:11] == pytest.approx([k / 10 for k in range(11)], abs=0.011)
+    assert times[-1] == pytest.approx(2.7, abs=0.011)          # a constant 10 frames/s would say 1.9
+    assert all(b > a for a, b in zip(times, times[1:]))
+
+
 @needs_fer
 def test_a_4k_video_is_detected_on_a_downscaled_copy(tmp_path, faces, classifier):
     big = background(3, (2160, 3840))
@@ -330,6 +344,15 @@ def test_a_video_without_faces_gives_a_row_a_frame(tmp_path, classifier):
     df = read_frames_csv(tmp_path / "f.csv")
     assert list(df["frame"]) == list(range(5)) and df["track"].isna().all()
     assert summary["tracks"] == [] and summary["frames_with_faces"] == 0 and summary["frames_processed"] == 5
+
+
+def test_a_truncated_webm_is_processed_up_to_where_its_frames_end(tmp_path, crossing_run, classifier):
+    whole = (crossing_run[0] / "annotated.webm").read_bytes()
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(whole[:len(whole) * 6 // 10])     # a download or copy that stopped part-way
+    summary = analyze_video(classifier, cut, csv=tmp_path / "f.csv", json=tmp_path / "s.json", detector="haar")
+    assert 0 < summary["frames_processed"] < summary["video"]["frame_count"] == CROSS_FRAMES
+    assert list(read_frames_csv(tmp_path / "f.csv")["frame"].unique()) == list(range(summary["frames_processed"]))
 
 
 def outputs_of(folder: Path) -> list[str]:
