@@ -90,6 +90,13 @@ def show_detail(face: np.ndarray, explanation, note: str = "", opacity: float | 
     overlay.image(images["overlay"], caption=faces.explanation_caption(explanation), width="stretch")
     bars.plotly_chart(faces.probability_figure(explanation.probabilities, explanation.predicted),
                       key="gradcam_detail_probabilities", config={"displayModeBar": False})
+    if explanation.member_heatmaps:   # an ensemble: the map above is its members' mean
+        st.caption("An ensemble: the map above is the mean of its members' maps, each on that member's last stage.")
+        size = images["overlay"].shape[0]
+        for k, (col, heat) in enumerate(zip(st.columns(max(4, len(explanation.member_heatmaps))),
+                                            explanation.member_heatmaps)):
+            col.image(face_grid.overlay(face, heat, opacity if opacity is not None else 0.45, size),
+                      caption=f"member {k + 1}", width="stretch")
     if note:
         st.caption(note)
 

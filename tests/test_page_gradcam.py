@@ -189,3 +189,21 @@ def test_face_order_and_borders():
     assert tile.shape == (18, 18, 3) and tuple(tile[0, 0]) == face_grid.BORDER[False]
     face = np.full((48, 48), 200, np.uint8)
     assert np.array_equal(face_grid.overlay(face, np.zeros((8, 8)), 0.0, 96)[..., 0], np.full((96, 96), 200))
+
+
+def test_an_ensemble_shows_a_map_per_member_under_the_detail(env, with_data):
+    import shutil
+
+    from fer_core.ensemble import save_ensemble
+
+    ckpt = env / "ckpt"
+    shutil.copy(ckpt / "tiny.safetensors", ckpt / "tiny_b.safetensors")
+    save_ensemble(ckpt / "pair.safetensors", [ckpt / "tiny.safetensors", ckpt / "tiny_b.safetensors"])
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    label = next(o for o in at.selectbox(key="gradcam_checkpoint").options if "pair" in o)
+    at.selectbox(key="gradcam_checkpoint").set_value(label).run()
+    assert not at.exception and not at.error
+    members = [c for i in at.image for c in i.captions if c.startswith("member ")]
+    assert members == ["member 1", "member 2"]
+    assert any("mean of its members' maps" in c.value for c in at.caption)
