@@ -359,8 +359,9 @@ def cmd_predict(args) -> int:
     return 1 if all(r.error for r in results) else 0
 
 
-def _add_detection_flags(parser: argparse.ArgumentParser) -> None:
-    """The face-detection options ``predict`` and ``explain`` share (``detection.get_detector``'s)."""
+def _add_detection_flags(parser: argparse.ArgumentParser, photos: bool = False) -> None:
+    """The face-detection options ``predict``, ``explain`` and ``video`` share (``detection.get_detector``'s);
+    ``photos``: also ``--one-pass`` (video always detects in one pass)."""
     from .config import DEFAULT_MIN_SCORE, DETECTOR_NAMES, FACE_MODEL_ENV
 
     parser.add_argument("--detector", default=DETECTOR_NAMES[0], choices=DETECTOR_NAMES,
@@ -371,11 +372,18 @@ def _add_detection_flags(parser: argparse.ArgumentParser) -> None:
                         "(default: YuNet any, Haar 6%% of the shorter side)")
     parser.add_argument("--min-score", type=float, metavar="S", help=f"YuNet's smallest face score, 0-1 "
                         f"(default {DEFAULT_MIN_SCORE})")
+    if photos:
+        parser.add_argument("--one-pass", action="store_true", help="YuNet on the photo as it is only, not also "
+                            "turned by +-30 degrees: about 3x faster, but it misses more tilted heads "
+                            "(docs/REAL_PHOTOS.md)")
 
 
 def _detection(args) -> dict:
-    return {"detector": args.detector, "face_model": args.face_model, "min_face": args.min_face,
-            "min_score": args.min_score}
+    options = {"detector": args.detector, "face_model": args.face_model, "min_face": args.min_face,
+               "min_score": args.min_score}
+    if getattr(args, "one_pass", False):
+        options["turns"] = ()
+    return options
 
 
 # --- explain -------------------------------------------------------------------------------
@@ -627,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", help="image files or folders")
     s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
     s.add_argument("--no-detect", action="store_true", help="treat each image as one aligned face crop")
-    _add_detection_flags(s)
+    _add_detection_flags(s, photos=True)
     s.add_argument("--json", action="store_true", help="print one JSON record an image")
     s.add_argument("--csv", metavar="OUT", help="write one CSV row a face")
     _add_runtime_flag(s)
@@ -640,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", help="class to explain (default: the predicted one)")
     s.add_argument("--face", type=int, default=0, help="which detected face (0: the largest)")
     s.add_argument("--no-detect", action="store_true", help="treat the image as one aligned face crop")
-    _add_detection_flags(s)
+    _add_detection_flags(s, photos=True)
     s.add_argument("--out", required=True, help="output PNG")
     s.set_defaults(func=cmd_explain)
 

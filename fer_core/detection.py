@@ -49,8 +49,9 @@ MIRROR_PARTNER = [1, 0, 2, 4, 3]   # each landmark's counterpart in the mirror i
 REFINE_SIDE = 320             # px of the upright copy they are measured on
 MIN_IMAGE_SIDE = 16           # YuNet finds nothing real in a thinner image, only noise
 HAAR_MIN_FRACTION = 0.06       # the cascade's default smallest face: this share of the shorter side
-# Photos are also detected turned by these degrees: upright YuNet found 87.5-90.7% of FER faces tilted by 30 degrees,
-# with these passes 98-99% (docs/REAL_PHOTOS.md). Video keeps one pass (the cost is about 2.2x a frame).
+# Photos are also detected turned by these degrees: of FER faces tilted by 30 degrees one upright pass found 86.5-90.1%,
+# with these passes 98.3-98.7%; in composed scenes recall went 44% -> 67%, false positives 1 -> 2 in 120 scenes
+# (bench/real_photos.py, docs/REAL_PHOTOS.md). Video keeps one pass: it costs about 2.2x the detection time.
 TILT_TURNS = (-30.0, 30.0)
 
 

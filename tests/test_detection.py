@@ -3,6 +3,7 @@ the Haar fallback when the model file is missing or corrupt, and the download (h
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import threading
 import time
@@ -145,6 +146,27 @@ def test_turned_passes_find_tilted_heads_once(face_model):
     # measured: 25 of 30 against 13 of 30 with one pass; landmarks turned back within 2 degrees (median)
     assert found["turned"] >= 0.8 * len(files) and found["turned"] >= found["one"] + 6, found
     assert np.median(errors) < 4, sorted(errors)
+
+
+def test_predict_one_pass_skips_the_turned_passes(face_model, tmp_path, capsys):
+    from fer_core import cli
+
+    one_pass = get_detector("yunet", face_model=face_model, turns=())
+    photos = get_detector("yunet", face_model=face_model)
+    for path in fer_files("test", "happy", "PrivateTest_", 20):   # a tilted head that only a turned pass finds
+        img = _rotated(cv2.copyMakeBorder(_fer_face(path, 192), 64, 64, 64, 64, cv2.BORDER_REPLICATE), 35)
+        if photos.detect(img) and not one_pass.detect(img):
+            break
+    else:
+        pytest.skip("no face among these that one pass misses")
+    cv2.imwrite(str(tmp_path / "tilted.png"), img)
+    faces = {}
+    for flags in ([], ["--one-pass"]):
+        capsys.readouterr()
+        assert cli.main(["predict", str(tmp_path / "tilted.png"), "--json", "--face-model", str(face_model),
+                         "--runtime", "torch", *flags]) == 0
+        faces[tuple(flags)] = json.loads(capsys.readouterr().out)[0]["faces"]
+    assert len(faces[()]) == 1 and faces[("--one-pass",)] == []
 
 
 # --- the model file: found, missing, corrupt, downloaded ----------------------------------
