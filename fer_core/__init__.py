@@ -31,6 +31,7 @@ _EXPORTS = {
     "models": ("ModelError", "create_model"),
     "runtime": ("OnnxClassifier", "load_classifier"),
     "onnx_export": ("export_onnx",),
+    "ensemble": ("choose_weights", "save_ensemble"),
     "predict": ("ImageError", "ImagePrediction", "annotate", "load_image", "predict_image", "predict_paths"),
     "detection": ("Face", "FaceModelError", "detect_faces", "get_detector"),
     "runs": ("Run", "RunError", "RunStore"),
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .config import MODEL_NAMES, PRESETS, TrainConfig
     from .models import ModelError, create_model
     from .onnx_export import export_onnx
+    from .ensemble import choose_weights, save_ensemble
     from .runtime import OnnxClassifier, load_classifier
     from .detection import Face, FaceModelError, detect_faces, get_detector
     from .predict import ImageError, ImagePrediction, annotate, load_image, predict_image, predict_paths

@@ -4,7 +4,8 @@ Metadata keys (all strings; JSON where structured): ``format``, ``arch``, ``clas
 ``img_size``, ``in_chans``, ``mean``, ``std``, ``output_stride``, ``drop_rate``, ``config`` (the
 training config), ``epoch``, ``metrics``. A ``last`` checkpoint also carries the training state
 (optimizer moments, EMA weights, step counters) under the ``train_state.`` prefix, so a run resumes
-from it; model loaders ignore those tensors.
+from it; model loaders ignore those tensors. An ensemble (``arch`` "ensemble", :mod:`fer_core.ensemble`) holds
+no tensors: its ``members`` name the member checkpoints beside it.
 
 Nothing in a file is taken on trust: ``storage.read_metadata`` checks each field's type and range,
 :meth:`FerClassifier.from_checkpoint` refuses NaN or infinite weights, and :meth:`FerClassifier.logits`
