@@ -201,6 +201,30 @@ def _tilted_accuracy(clf, det, images: list[np.ndarray], labels: np.ndarray) -> 
     return len(keep) / len(images), right / len(images)
 
 
+def bench_framing(args) -> None:
+    """How the aligned crop frames each face against FER-2013's own crop (upright, the rotation canvas): scale,
+    centre and roll of the alignment relative to the original crop; means near (1, 0.5, 0) say the template is
+    FER-2013's, the spreads say how much each face is re-framed."""
+    faces, _, _ = fer_faces(args.split + "_", args.every)
+    det = YuNetDetector(args.face_model, args.min_score, turns=tuple(args.turns))
+    scale, centre, roll = [], [], []
+    for f in faces:
+        big = cv2.copyMakeBorder(cv2.resize(f, (192, 192), interpolation=cv2.INTER_CUBIC), 64, 64, 64, 64,
+                                 cv2.BORDER_CONSTANT, value=int(f.mean()))
+        found = det.detect(big)
+        if found:
+            unit = imaging.similarity_to_template(found[0].landmarks)
+            scale.append(np.hypot(unit[0, 0], unit[1, 0]) * 192)   # > 1: the aligned crop is tighter
+            centre.append(unit @ np.array([160.0, 160.0, 1.0]))     # the original crop's centre, in the aligned one
+            roll.append(imaging.transform_angle(unit))
+    scale, centre, roll = np.array(scale), np.array(centre), np.array(roll)
+    print(f"framing: {len(scale)} of {len(faces)} {args.split} faces (every {args.every}th) found upright")
+    print(f"scale  mean {scale.mean():.3f} sd {scale.std():.3f}")
+    print(f"centre mean ({centre[:, 0].mean():.3f}, {centre[:, 1].mean():.3f}) sd ({centre[:, 0].std():.3f}, "
+          f"{centre[:, 1].std():.3f}) of the crop")
+    print(f"roll   mean {roll.mean():+.2f} sd {roll.std():.2f} degrees")
+
+
 def bench_speed(args) -> None:
     from fer_core.checkpoint import FerClassifier
     from fer_core.cli import default_checkpoint
@@ -234,7 +258,7 @@ def bench_speed(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("part", nargs="?", default="all", choices=("detection", "rotation", "speed", "all"))
+    p.add_argument("part", nargs="?", default="all", choices=("detection", "rotation", "framing", "speed", "all"))
     p.add_argument("--face-model", type=Path, help="the YuNet model file (default: as predict finds it)")
     p.add_argument("--scenes", type=int, default=60, help="composed scenes with faces (and as many without)")
     p.add_argument("--every", type=int, default=3, help="rotation: every N-th PrivateTest face (default 3)")
@@ -252,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                         "photos are detected; none given: one upright pass)")
     args = p.parse_args(argv)
     args.face_model = find_face_model(args.face_model, download=False)
-    for part, run in (("detection", bench_detection), ("rotation", bench_rotation), ("speed", bench_speed)):
+    for part, run in (("detection", bench_detection), ("rotation", bench_rotation), ("framing", bench_framing),
+                      ("speed", bench_speed)):
         if args.part in (part, "all"):
             run(args)
     return 0
