@@ -65,10 +65,11 @@ def write_video(path: Path, frames, fps: float = FPS, fourcc: str = "mp4v") -> P
 
 
 def detectable(paths: list[Path], face_model: Path) -> np.ndarray:
-    """The first face of ``paths`` that YuNet finds, pasted still on the background (the fixture videos need it)."""
+    """The first face of ``paths`` that YuNet finds in one pass, as video detects, pasted still on the background
+    (the fixture videos need it)."""
     from fer_core.detection import get_detector
 
-    detector = get_detector("yunet", face_model=face_model)
+    detector = get_detector("yunet", face_model=face_model, turns=())
     for p in paths:
         canvas = background()
         paste(canvas, upscaled(p), W / 2, H / 2)
