@@ -51,7 +51,7 @@ MIN_IMAGE_SIDE = 16           # YuNet finds nothing real in a thinner image, onl
 HAAR_MIN_FRACTION = 0.06       # the cascade's default smallest face: this share of the shorter side
 # Photos are also detected turned by these degrees: of FER faces tilted by 30 degrees one upright pass found 86.5-90.1%,
 # with these passes 98.3-98.7%; in composed scenes recall went 44% -> 67%, false positives 1 -> 2 in 120 scenes
-# (bench/real_photos.py, docs/REAL_PHOTOS.md). Video keeps one pass: it costs about 2.2x the detection time.
+# (bench/real_photos.py, docs/REAL_PHOTOS.md). Video keeps one pass: a photo takes 2.8x as long end to end.
 TILT_TURNS = (-30.0, 30.0)
 
 
