@@ -83,15 +83,19 @@ def ensemble_members(path: str | Path, meta: dict | None = None) -> list[Member]
                    for r in records]
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{path}: the ensemble's 'members' metadata is missing or malformed") from None
-    if not 1 <= len(members) <= MAX_MEMBERS or not all(np.isfinite(m.weight) and m.weight >= 0 for m in members) \
-            or sum(m.weight for m in members) <= 0:
+    if not 1 <= len(members) <= MAX_MEMBERS or not usable_weights([m.weight for m in members]):
         raise CheckpointError(f"{path}: an ensemble needs 1 to {MAX_MEMBERS} members with finite weights of 0 or "
                               "more, not all 0")
     return members
 
 
+def usable_weights(weights: list[float]) -> bool:
+    """Finite and 0 or more, not all 0: what a file may hold and what ``save_ensemble`` accepts."""
+    return all(np.isfinite(w) and w >= 0 for w in weights) and sum(weights) > 0
+
+
 def member_paths(path: str | Path, members: list[Member]) -> list[Path]:
-    """Each member's file, checked: there, unchanged since the ensemble was built, not an ensemble itself."""
+    """Each member's file, checked: there, and unchanged since the ensemble was built."""
     path = Path(path)
     out = []
     for m in members:
@@ -130,7 +134,7 @@ def save_ensemble(out: str | Path, member_files: list[str | Path], weights: list
     if not member_files or len(member_files) > MAX_MEMBERS:
         raise ValueError(f"an ensemble needs 1 to {MAX_MEMBERS} members, not {len(member_files)}")
     weights = list(weights) if weights is not None else [1.0] * len(member_files)
-    if len(weights) != len(member_files) or not all(np.isfinite(w) and w >= 0 for w in weights) or not sum(weights):
+    if len(weights) != len(member_files) or not usable_weights(weights):
         raise ValueError("give one weight of 0 or more per member, not all 0")
     metas = [read_metadata(f) for f in member_files]
     names = metas[0]["class_names"]
