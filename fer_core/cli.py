@@ -336,7 +336,8 @@ def cmd_predict(args) -> int:
     from .runtime import load_classifier
 
     classifier = load_classifier(_checkpoint(args.checkpoint), args.runtime)
-    results = predict_paths(classifier, args.images, detect=not args.no_detect, progress=True, **_detection(args))
+    results = predict_paths(classifier, args.images, detect=not args.no_detect, progress=True, tta=args.tta,
+                            **_detection(args))
     if not results:
         raise CliError("no images found in " + ", ".join(args.images))
     records = [r.to_dict() for r in results]
@@ -593,7 +594,7 @@ def _checkpoint(path: str | None) -> Path:
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import CAM_METHOD_NAMES, PRESETS, TTA_MODES
+    from .config import CAM_METHOD_NAMES, PHOTO_TTA, PRESETS, TTA_MODES
 
     p = argparse.ArgumentParser(prog="python -m fer_core", description="FER Studio: facial expression recognition "
                                 "on FER-2013 (train, evaluate, explain, predict).")
@@ -636,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
     s.add_argument("--no-detect", action="store_true", help="treat each image as one aligned face crop")
     _add_detection_flags(s, photos=True)
+    s.add_argument("--tta", nargs="?", const=PHOTO_TTA, default=PHOTO_TTA, choices=TTA_MODES,
+                   help=f"average each face over test-time views of its crop (default {PHOTO_TTA}: it wins back "
+                        "the 2 points re-framing a face costs, docs/REAL_PHOTOS.md; none: the single crop, faster)")
     s.add_argument("--json", action="store_true", help="print one JSON record an image")
     s.add_argument("--csv", metavar="OUT", help="write one CSV row a face")
     _add_runtime_flag(s)

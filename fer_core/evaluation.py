@@ -24,11 +24,16 @@ from .config import TTA_MODES
 from .data import FerSplit
 
 
+def check_tta(mode: str) -> None:
+    """Refuse an unknown test-time augmentation mode with the list of known ones."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode {mode!r}; choose one of {', '.join(TTA_MODES)}")
+
+
 def tta_views(x: torch.Tensor, mode: str, shift: int = 2) -> list[torch.Tensor]:
     """Views of a normalised batch (N, 1, S, S): itself, its mirror, and (``flip+crops``) the four
     ``shift``-pixel shifted crops of each, with borders filled by reflection."""
-    if mode not in TTA_MODES:
-        raise ValueError(f"unknown TTA mode {mode!r}; choose one of {', '.join(TTA_MODES)}")
+    check_tta(mode)
     views = [x] if mode == "none" else [x, x.flip(-1)]
     if mode == "flip+crops":
         size = x.shape[-1]

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoint import FerClassifier
+from .config import PHOTO_TTA
 from .data import IMAGE_SUFFIXES
 from .detection import Detector, Face, as_detector
+from .evaluation import check_tta, predict_split
 from .imaging import centre_square, centre_square_box, detected_face_crop, resize_squares, to_grey
 from .storage import atomic_write
 
@@ -59,6 +62,7 @@ class ImagePrediction:
     error: str | None = None
     detector: str = "none"               # the detector that found the faces ("none": the whole image)
     detector_note: str | None = None     # why it is not the one asked for (a fallback), else None
+    tta: str = "none"                    # the test-time views averaged per face (evaluation.tta_views)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,14 +156,17 @@ def model_faces(rgb: np.ndarray, size: int, detect: bool = True, detector: Detec
 
 
 def predict_image(classifier: FerClassifier, rgb: np.ndarray, detect: bool = True, path: str = "",
-                  detector: Detector | str | None = None, **options) -> ImagePrediction:
-    """Classify every face found in an RGB image; ``detector`` and ``options`` as ``face_crops`` takes them."""
+                  detector: Detector | str | None = None, tta: str = PHOTO_TTA, **options) -> ImagePrediction:
+    """Classify every face found in an RGB image; ``detector`` and ``options`` as ``face_crops`` takes them.
+    ``tta`` averages each face's probabilities over evaluation's test-time views of its crop (``none`` for the
+    single view, ``flip``, ``flip+crops``; the default, ``PHOTO_TTA``, says why)."""
+    check_tta(tta)   # before detection: an unknown mode fails on a photo without faces too
     chosen = as_detector(detector, **options) if detect else None
     found, faces = model_faces(rgb, classifier.img_size, detect, chosen)
     result = ImagePrediction(path, rgb.shape[1], rgb.shape[0], detected=detect,
-                             detector=chosen.name if chosen else "none", detector_note=chosen and chosen.note)
+                             detector=chosen.name if chosen else "none", detector_note=chosen and chosen.note, tta=tta)
     if len(faces):
-        probs = classifier.predict_proba(faces)
+        probs = predict_split(classifier, torch.from_numpy(faces), tta)
         for face, p in zip(found, probs):
             k = int(p.argmax())
             result.faces.append(FacePrediction(
@@ -179,11 +186,12 @@ def expand_image_paths(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def predict_paths(classifier: FerClassifier, paths: list[str | Path], detect: bool = True,
-                  progress: bool = False, detector: Detector | str | None = None, **options) -> list[ImagePrediction]:
+def predict_paths(classifier: FerClassifier, paths: list[str | Path], detect: bool = True, progress: bool = False,
+                  detector: Detector | str | None = None, tta: str = PHOTO_TTA, **options) -> list[ImagePrediction]:
     """One record an image; an unreadable file gives a record whose ``error`` says why (the record's ``path``
-    names the file, so the reason does not repeat it) and the rest go on. ``detector`` and ``options`` as
-    ``face_crops`` takes them (the detector is built once for all the files)."""
+    names the file, so the reason does not repeat it) and the rest go on. ``detector``, ``tta`` and ``options``
+    as ``predict_image`` takes them (the detector is built once for all the files)."""
+    check_tta(tta)
     chosen = as_detector(detector, **options) if detect else None
     files = expand_image_paths(paths)
     if progress and len(files) > 1:
@@ -193,10 +201,10 @@ def predict_paths(classifier: FerClassifier, paths: list[str | Path], detect: bo
     results = []
     for f in files:
         try:
-            results.append(predict_image(classifier, load_image(f), detect, str(f), chosen))
+            results.append(predict_image(classifier, load_image(f), detect, str(f), chosen, tta))
         except ImageError as e:
             results.append(ImagePrediction(str(f), 0, 0, detected=detect, error=e.reason,
-                                           detector=chosen.name if chosen else "none"))
+                                           detector=chosen.name if chosen else "none", tta=tta))
     return results
 
 

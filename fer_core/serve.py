@@ -2,7 +2,7 @@
 uvicorn, imported only here).
 
 ``POST /predict`` takes one or more images in multipart fields named ``file`` and the CLI's options (``no_detect``,
-``detector``, ``min_face``, ``min_score``; form or query fields) and answers the CLI's ``--json`` records
+``detector``, ``min_face``, ``min_score``, ``tta``; form or query fields) and answers the CLI's ``--json`` records
 (``ImagePrediction.to_dict()``); ``GET /health``; ``GET /model`` (classes, input size, architecture, runtime,
 detector); OpenAPI docs at ``/docs``. Every error is JSON
 ``{"error": "..."}`` with a 4xx status for bad input (413: a body over the limit; 422: a missing field, a file that
@@ -25,8 +25,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .checkpoint import ClassifierBase
-from .config import DETECTOR_NAMES
+from .config import DETECTOR_NAMES, PHOTO_TTA, TTA_MODES
 from .detection import get_detector
+from .evaluation import check_tta
 from .predict import ImageError, load_image, predict_image
 
 MAX_BODY_BYTES = 32 * 1024 * 1024   # a request's whole body: a few large photos
@@ -114,13 +115,16 @@ def create_app(classifier: ClassifierBase, face_model: str | Path | None = None,
                 no_detect: Annotated[bool | None, Form(description="each image is one aligned face crop")] = None,
                 detector: Annotated[str | None, Form(description=f"one of {', '.join(DETECTOR_NAMES)}")] = None,
                 min_face: Annotated[int | None, Form(description="smallest face side, px")] = None,
-                min_score: Annotated[float | None, Form(description="YuNet's smallest face score, 0-1")] = None):
+                min_score: Annotated[float | None, Form(description="YuNet's smallest face score, 0-1")] = None,
+                tta: Annotated[str | None, Form(description=f"test-time views a face: {', '.join(TTA_MODES)} "
+                                                            f"(default {PHOTO_TTA})")] = None):
         """The options may also be query parameters (``/predict?no_detect=true``); a form field wins."""
         if len(file) > max_files:
             return error_response(413, f"{len(file)} files in one request; at most {max_files}")
         try:
             options = _options(request.query_params, no_detect=no_detect, detector=detector, min_face=min_face,
-                               min_score=min_score)
+                               min_score=min_score, tta=tta)
+            check_tta(options["tta"])
         except ValueError as e:
             return error_response(422, str(e))
         images, errors = [], []
@@ -136,19 +140,20 @@ def create_app(classifier: ClassifierBase, face_model: str | Path | None = None,
         return _predict_all(images, options)
 
     def _predict_all(images: list, options: dict) -> list[dict] | JSONResponse:
-        detect = not options.pop("no_detect")
+        detect, tta = not options.pop("no_detect"), options.pop("tta")
         with lock:
             try:   # download=False: the model file was fetched, if at all, when the server started
                 chosen = get_detector(options.pop("detector") or DETECTOR_NAMES[0], face_model, download=False,
                                       **options) if detect else None
             except ValueError as e:
                 return error_response(422, str(e))
-            return [predict_image(classifier, rgb, detect, name, detector=chosen).to_dict() for name, rgb in images]
+            return [predict_image(classifier, rgb, detect, name, detector=chosen, tta=tta).to_dict()
+                    for name, rgb in images]
 
     return app
 
 
-_OPTION_TYPES = {"no_detect": bool, "detector": str, "min_face": int, "min_score": float}
+_OPTION_TYPES = {"no_detect": bool, "detector": str, "min_face": int, "min_score": float, "tta": str}
 
 
 def _options(query, **form) -> dict:
@@ -161,6 +166,7 @@ def _options(query, **form) -> dict:
         else:
             out[name] = value
     out["no_detect"] = bool(out["no_detect"])
+    out["tta"] = out["tta"] or PHOTO_TTA
     return out
 
 

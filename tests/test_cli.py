@@ -283,6 +283,19 @@ def test_predict_photo_json_in_a_plain_subprocess(tiny_checkpoint, face_photo):
     assert list(face["probabilities"]) == list(FER2013_CLASSES)
     assert abs(sum(face["probabilities"].values()) - 1) < 1e-3
     assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert rec["tta"] == "flip+crops"   # photos: the ten test-time views unless --tta says otherwise
+
+
+def test_predict_tta_none_classifies_the_single_crop(tiny_checkpoint, face_photo, capsys):
+    from fer_core import load_image, predict_image
+    from fer_core.cli import main
+
+    assert main(["predict", str(face_photo), "--checkpoint", str(tiny_checkpoint), "--json", "--tta", "none"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    single = predict_image(FerClassifier.from_checkpoint(tiny_checkpoint), load_image(face_photo), tta="none")
+    assert record["tta"] == "none" and len(record["faces"]) == len(single.faces) == 1
+    for c, p in single.faces[0].probabilities.items():
+        assert abs(record["faces"][0]["probabilities"][c] - p) < 1e-4
 
 
 def test_train_summary_reports_the_epoch_its_best_checkpoint_holds(cli):

@@ -66,7 +66,7 @@ def test_read_upload_and_its_errors():
 
 def test_prediction_faces_are_what_was_classified(classifier):
     rgb = _face_image(150)
-    prediction = predict_image(classifier, rgb, detect=False)
+    prediction = predict_image(classifier, rgb, detect=False, tta="none")
     crops = faces.prediction_faces(rgb, prediction, classifier.img_size)
     assert crops.shape == (1, classifier.img_size, classifier.img_size) and crops.dtype == np.uint8
     probs = classifier.predict_proba(crops)[0]

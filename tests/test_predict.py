@@ -9,12 +9,15 @@ import re
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import fer_core.predict as predict_mod
 from conftest import synthetic_face
 from fer_core.checkpoint import FerClassifier
+from fer_core.config import PHOTO_TTA
 from fer_core.detection import DETECT_MAX_SIDE, detect_faces
+from fer_core.evaluation import predict_split
 from fer_core.imaging import fit_within
 from fer_core.predict import (FacePrediction, ImageError, ImagePrediction, annotate, face_colour, load_image,
                               predict_image, predict_paths, predictions_table, write_csv)
@@ -250,7 +253,7 @@ def test_predict_image_on_a_photo(classifier, face_photo):
 def test_predict_image_without_detection(classifier):
     face = synthetic_face(5, np.random.default_rng(2))
     rgb = np.repeat(face[..., None], 3, axis=2)
-    result = predict_image(classifier, rgb, detect=False)
+    result = predict_image(classifier, rgb, detect=False, tta="none")
     assert result.detected is False and len(result.faces) == 1
     assert result.faces[0].box == [0, 0, 48, 48]
     expected = classifier.predict_proba(face[None])[0]
@@ -261,6 +264,26 @@ def test_predict_image_without_detection(classifier):
     wide[:, 20:80] = 200
     result = predict_image(classifier, wide, detect=False)
     assert result.faces[0].box == [20, 0, 60, 60]
+
+
+def test_predict_image_averages_each_face_over_test_time_views(classifier):
+    face = synthetic_face(3, np.random.default_rng(7))
+    face[:, :20] = 30   # lopsided: the mirror image is another input, with other probabilities
+    rgb = np.repeat(face[..., None], 3, axis=2)
+    plain, flipped = classifier.predict_proba(np.stack([face, face[:, ::-1].copy()]))
+    assert not np.allclose(plain, flipped, atol=1e-3)
+    result = predict_image(classifier, rgb, detect=False, tta="flip")
+    got = np.array([result.faces[0].probabilities[c] for c in classifier.class_names])
+    assert np.allclose(got, (plain + flipped) / 2, atol=1e-4) and result.tta == "flip"
+    assert result.to_dict()["tta"] == "flip"
+    default = predict_image(classifier, rgb, detect=False)   # photos: the ten flip+crops views
+    assert default.tta == PHOTO_TTA == "flip+crops"
+    views = predict_split(classifier, torch.from_numpy(face[None]), "flip+crops")[0]
+    assert np.allclose([default.faces[0].probabilities[c] for c in classifier.class_names], views, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown TTA mode"):
+        predict_image(classifier, rgb, detect=False, tta="sideways")
+    with pytest.raises(ValueError, match="unknown TTA mode"):   # refused before any work, faces or none
+        predict_image(classifier, np.zeros((40, 40, 3), np.uint8), tta="sideways")
 
 
 def test_predict_image_blank_has_no_faces(classifier):

@@ -74,8 +74,8 @@ def client(classifier):
     thread.join(10)
 
 
-def expected(classifier, data: bytes, name: str, detect: bool = False) -> dict:
-    return predict_image(classifier, load_image(data, name=name), detect, name).to_dict()
+def expected(classifier, data: bytes, name: str, detect: bool = False, **options) -> dict:
+    return predict_image(classifier, load_image(data, name=name), detect, name, **options).to_dict()
 
 
 def test_health_model_and_openapi(client, classifier):
@@ -95,7 +95,9 @@ def test_predict_answers_the_clis_records(client, classifier):
     assert records == [expected(classifier, images[0], "a.png"), expected(classifier, images[1], "b.png")]
     assert records[0]["detected"] is False and len(records[0]["faces"]) == 1
     status, by_query = client.predict([("a.png", images[0])], query="?no_detect=true")
-    assert status == 200 and by_query == records[:1]
+    assert status == 200 and by_query == records[:1] and records[0]["tta"] == "flip+crops"
+    status, single = client.predict([("a.png", images[0])], no_detect="true", tta="none")
+    assert status == 200 and single == [expected(classifier, images[0], "a.png", tta="none")] != records[:1]
     status, detected = client.predict([("a.png", images[0])])   # detection on: a synthetic face may have none
     assert status == 200 and detected[0]["detected"] is True
     status, haar = client.predict([("a.png", images[0])], query="?detector=haar&min_face=30")
@@ -115,6 +117,7 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(client, classifier
         "not multipart": (client.request("POST", "/predict", b'{"file": 1}', {"Content-Type": "application/json"}),
                           422, "missing field file"),
         "bad option": (client.predict([("a.png", good)], no_detect="perhaps"), 422, "no_detect"),
+        "bad test-time views": (client.predict([("a.png", good)], tta="sideways"), 422, "unknown TTA mode"),
         "too large": (client.predict([("big.png", b"\0" * (LIMIT + 1))]), 413, "over the limit of 0.25 MiB"),
         "too large, chunked": (client.request("POST", "/predict", big, {"Content-Type": big_kind}, chunked=True),
                                413, "over the limit"),
