@@ -118,8 +118,9 @@ def display_face(face: np.ndarray, size: int = 192) -> np.ndarray:
 
 
 def explain_faces(classifier: FerClassifier, faces: np.ndarray, method: str,
-                  target: str | None = None) -> list[Explanation]:
-    """``fer_core.explanation.explain``, one call at a time (its hooks sit on the shared model)."""
+                  target: str | list[str] | None = None) -> list[Explanation]:
+    """``fer_core.explanation.explain`` (``target``: one class, or one a face), one call at a time (its hooks
+    sit on the shared model)."""
     if len(faces) == 0:
         return []
     with _CAM_LOCK:

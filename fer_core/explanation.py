@@ -7,6 +7,7 @@ the ensemble's output, and their mean (as grad-cam combines several layers).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -51,8 +52,9 @@ def cam_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method: str = "gradcam",
-            target: str | int | None = None, display_size: int = 192) -> list[Explanation]:
-    """Maps for grey uint8 faces (N, H, W) or one face (H, W); ``target`` None explains each
+            target: str | int | Sequence[str | int] | None = None, display_size: int = 192) -> list[Explanation]:
+    """Maps for grey uint8 faces (N, H, W) or one face (H, W); ``target`` (a class name or index, or a list of
+    them, one a face: e.g. the labels ``predict_image`` gave over its test-time views) None explains each
     face's predicted class."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
@@ -60,15 +62,16 @@ def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method:
     if faces.ndim == 2:
         faces = faces[None]
     names = classifier.class_names
-    if isinstance(target, str):
-        if target not in names:
-            raise ValueError(f"target class {target!r} is not one of this model's classes ({', '.join(names)})")
-        target = names.index(target)
-    if target is not None and not 0 <= int(target) < len(names):
-        raise ValueError(f"target index {target} out of range for {len(names)} classes")
     probs = classifier.predict_proba(faces)
     predicted = probs.argmax(1)
-    targets = [int(target) if target is not None else int(p) for p in predicted]
+    if target is None:
+        targets = [int(p) for p in predicted]
+    elif isinstance(target, (str, int, np.integer)):
+        targets = [_class_index(names, target)] * len(faces)
+    elif len(target) == len(faces):
+        targets = [_class_index(names, t) for t in target]
+    else:
+        raise ValueError(f"{len(target)} targets for {len(faces)} faces")
     per_layer = class_maps(classifier, faces, targets, method)
     maps = per_layer[0] if len(per_layer) == 1 else mean_map(per_layer)
     out = []
@@ -80,6 +83,16 @@ def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method:
                    for layer in per_layer] if len(per_layer) > 1 else None
         out.append(Explanation(heat, overlay, names[t], names[p], dict(zip(names, map(float, pr))), method, members))
     return out
+
+
+def _class_index(names, target: str | int) -> int:
+    if isinstance(target, str):
+        if target not in names:
+            raise ValueError(f"target class {target!r} is not one of this model's classes ({', '.join(names)})")
+        return names.index(target)
+    if not 0 <= int(target) < len(names):
+        raise ValueError(f"target index {target} out of range for {len(names)} classes")
+    return int(target)
 
 
 def class_maps(classifier: FerClassifier, faces: np.ndarray, targets: list[int], method: str) -> list[np.ndarray]:

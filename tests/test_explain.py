@@ -83,6 +83,19 @@ def test_target_by_name_and_index(classifier, faces, method):
     assert identical == (method == "eigencam")
 
 
+def test_one_target_a_face_explains_each_face_for_its_own_class(effnet, faces):
+    wanted = ["sad", 3, "fear"]
+    each = explain(effnet, faces, method="gradcam", target=wanted)
+    assert [e.target for e in each] == ["sad", effnet.class_names[3], "fear"]
+    for k, t in enumerate(wanted):   # the batch gives each face the map it would get alone for its class
+        alone = explain(effnet, faces[k], method="gradcam", target=t)[0]
+        assert np.allclose(each[k].heatmap, alone.heatmap, atol=1e-5)
+    with pytest.raises(ValueError, match="2 targets for 3 faces"):
+        explain(effnet, faces, target=["sad", "fear"])
+    with pytest.raises(ValueError, match="'bored' is not one of"):
+        explain(effnet, faces, target=["sad", "bored", "fear"])
+
+
 def test_one_face_and_display_size(effnet, faces):
     out = explain(effnet, torch.from_numpy(faces[1]), method="gradcam", display_size=96)
     assert len(out) == 1 and out[0].heatmap.shape == (96, 96) and out[0].overlay.shape == (96, 96, 3)

@@ -245,3 +245,21 @@ def test_example_faces_are_numbered_alike_on_cards_table_and_csv(with_fer, face_
 
     at.button(key="predict_example_two_faces_side_by_side").click().run()   # another example replaces it
     assert not at.exception and [n for n, *_ in _face_headings(at)] == [1, 2]
+
+
+def test_test_time_views_toggle_gives_the_library_s_tta_probabilities(env, face_photo, tiny_checkpoint, downloads):
+    from fer_core import FerClassifier, load_image, predict_image
+
+    classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    at = _upload(_page(), ("photo.jpg", face_photo.read_bytes(), "image/jpeg"))
+    assert at.toggle(key="predict_tta").value is True   # on by default, as the library's photo default
+    views = [float(_csv_rows(downloads)[0][f"p_{c}"]) for c in classes]
+    at.toggle(key="predict_tta").set_value(False).run()
+    assert not at.exception and not at.error
+    plain = [float(_csv_rows(downloads)[0][f"p_{c}"]) for c in classes]
+    classifier = FerClassifier.from_checkpoint(tiny_checkpoint)
+    for got, tta in ((views, "flip+crops"), (plain, "none")):
+        expected = predict_image(classifier, load_image(face_photo), tta=tta)
+        assert len(expected.faces) == 1
+        assert np.allclose(got, [expected.faces[0].probabilities[c] for c in classes], atol=1e-4)
+    assert not np.allclose(views, plain, atol=1e-4)
