@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fer_core import imaging  # noqa: E402
-from fer_core.config import DEFAULT_MIN_SCORE  # noqa: E402
+from fer_core.config import DEFAULT_MIN_SCORE, PHOTO_TTA, TTA_MODES  # noqa: E402
 from fer_core.detection import TILT_TURNS, HaarDetector, YuNetDetector, find_face_model  # noqa: E402
 from fer_core.predict import load_image, model_faces, predict_image  # noqa: E402
 
@@ -162,12 +162,16 @@ def bench_rotation(args) -> None:
     if args.template_scale is not None:   # the template's size against the measured one (chosen on PublicTest)
         imaging.FER_TEMPLATE = imaging.scaled_template(imaging.MEASURED_TEMPLATE, args.template_scale)
     faces, labels, _ = fer_faces(args.split + "_", args.every)
-    upright = _classify(clf, [model_faces(f, clf.img_size, detect=False)[1][0] for f in faces])
+    upright = _classify(clf, [model_faces(f, clf.img_size, detect=False)[1][0] for f in faces])   # no TTA: the bar
     base = np.mean(upright == labels)
     scale = args.template_scale if args.template_scale is not None else imaging.TEMPLATE_SCALE
     print(f"rotation: {len(faces)} {args.split} faces (every {args.every}th), template scale {scale}, YuNet turns "
-          f"{tuple(args.turns) or 'none'}; upright "
+          f"{tuple(args.turns) or 'none'}, TTA {args.tta}; upright "
           f"48 px crops classified directly: {100 * base:.1f}%")
+    if args.tta != "none":   # the like-for-like figure: the upright crops with the same views
+        same = np.mean(_classify(clf, [model_faces(f, clf.img_size, detect=False)[1][0] for f in faces], args.tta)
+                       == labels)
+        print(f"upright 48 px crops with TTA {args.tta}: {100 * same:.1f}%")
     print(f"{'angle':>6} {'yunet found':>11} {'yunet acc':>9} {'vs upright':>10} {'haar found':>10} {'haar acc':>8}")
     big = [cv2.copyMakeBorder(cv2.resize(f, (192, 192), interpolation=cv2.INTER_CUBIC), 64, 64, 64, 64,
                               cv2.BORDER_CONSTANT, value=int(f.mean())) for f in faces]
@@ -175,18 +179,20 @@ def bench_rotation(args) -> None:
     for angle in args.angles:
         row = [f"{angle:>+6}"]
         for name, det in dets.items():
-            found, acc = _tilted_accuracy(clf, det, [turned(b, angle) for b in big], labels)
+            found, acc = _tilted_accuracy(clf, det, [turned(b, angle) for b in big], labels, args.tta)
             row.append(f"{100 * found:>10.1f}% {100 * acc:>8.1f}%" + (f" {100 * (acc - base):>+9.1f}"
                                                                        if name == "yunet" else ""))
         print(" ".join(row))
 
 
-def _classify(clf, crops: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([clf.predict_proba(np.stack(crops[i:i + 256])).argmax(1)
-                           for i in range(0, len(crops), 256)])
+def _classify(clf, crops: list[np.ndarray], tta: str = "none") -> np.ndarray:
+    import torch
+    from fer_core.evaluation import predict_split
+
+    return predict_split(clf, torch.from_numpy(np.stack(crops)), tta).argmax(1)
 
 
-def _tilted_accuracy(clf, det, images: list[np.ndarray], labels: np.ndarray) -> tuple[float, float]:
+def _tilted_accuracy(clf, det, images: list[np.ndarray], labels: np.ndarray, tta: str) -> tuple[float, float]:
     """Share of faces found, and accuracy with a face not found counted wrong (the face nearest the centre)."""
     crops, keep = [], []
     for i, img in enumerate(images):
@@ -197,7 +203,7 @@ def _tilted_accuracy(clf, det, images: list[np.ndarray], labels: np.ndarray) -> 
                     + abs(found[k].box[1] + found[k].box[3] / 2 - c))
             crops.append(faces[j])
             keep.append(i)
-    right = (_classify(clf, crops) == labels[keep]).sum() if crops else 0
+    right = (_classify(clf, crops, tta) == labels[keep]).sum() if crops else 0
     return len(keep) / len(images), right / len(images)
 
 
@@ -207,7 +213,7 @@ def bench_framing(args) -> None:
     FER-2013's, the spreads say how much each face is re-framed."""
     faces, _, _ = fer_faces(args.split + "_", args.every)
     det = YuNetDetector(args.face_model, args.min_score, turns=tuple(args.turns))
-    scale, centre, roll = [], [], []
+    scale, centre, roll, box = [], [], [], []
     for f in faces:
         big = cv2.copyMakeBorder(cv2.resize(f, (192, 192), interpolation=cv2.INTER_CUBIC), 64, 64, 64, 64,
                                  cv2.BORDER_CONSTANT, value=int(f.mean()))
@@ -217,9 +223,11 @@ def bench_framing(args) -> None:
             scale.append(np.hypot(unit[0, 0], unit[1, 0]) * 192)   # > 1: the aligned crop is tighter
             centre.append(unit @ np.array([160.0, 160.0, 1.0]))     # the original crop's centre, in the aligned one
             roll.append(imaging.transform_angle(unit))
-    scale, centre, roll = np.array(scale), np.array(centre), np.array(roll)
+            box.append(192 / max(found[0].box[2:]))                 # the same, framed by YuNet's box instead
+    scale, centre, roll, box = np.array(scale), np.array(centre), np.array(roll), np.array(box)
     print(f"framing: {len(scale)} of {len(faces)} {args.split} faces (every {args.every}th) found upright")
-    print(f"scale  mean {scale.mean():.3f} sd {scale.std():.3f}")
+    print(f"scale  mean {scale.mean():.3f} sd {scale.std():.3f}; sd of its log {np.log(scale).std():.3f}, of the "
+          f"box's {np.log(box).std():.3f}, of their mean {np.log(scale * box).std() / 2:.3f}")
     print(f"centre mean ({centre[:, 0].mean():.3f}, {centre[:, 1].mean():.3f}) sd ({centre[:, 0].std():.3f}, "
           f"{centre[:, 1].std():.3f}) of the crop")
     print(f"roll   mean {roll.mean():+.2f} sd {roll.std():.2f} degrees")
@@ -233,7 +241,8 @@ def bench_speed(args) -> None:
     clf = FerClassifier.from_checkpoint(default_checkpoint())
     faces, _, _ = fer_faces("PublicTest_", 50)
     rng = np.random.default_rng(args.seed)
-    print(f"speed: 1280x960 JPEG, decode + detect + align + classify, median of {args.repeat} runs (ms)")
+    print(f"speed: 1280x960 JPEG, decode + detect + align + classify (TTA {args.tta}), median of {args.repeat} runs "
+          "(ms)")
     print(f"{'faces':>5} " + " ".join(f"{n:>14}" for n in ("yunet", "haar")) + "   found (yunet, haar)")
     dets = {"yunet": YuNetDetector(args.face_model, turns=tuple(args.turns)), "haar": HaarDetector()}
     for n in (1, 5):
@@ -246,11 +255,11 @@ def bench_speed(args) -> None:
         Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).convert("RGB").save(buf, "JPEG", quality=90)
         data, times, found = buf.getvalue(), {}, {}
         for name, det in dets.items():
-            found[name] = len(predict_image(clf, load_image(data), detector=det).faces)   # warm-up
+            found[name] = len(predict_image(clf, load_image(data), detector=det, tta=args.tta).faces)   # warm-up
             runs = []
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                predict_image(clf, load_image(data), detector=det)
+                predict_image(clf, load_image(data), detector=det, tta=args.tta)
                 runs.append((time.perf_counter() - start) * 1000)
             times[name] = statistics.median(runs)
         print(f"{n:>5} " + " ".join(f"{times[d]:>14.1f}" for d in dets) + f"   {found['yunet']}, {found['haar']}")
@@ -262,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--face-model", type=Path, help="the YuNet model file (default: as predict finds it)")
     p.add_argument("--scenes", type=int, default=60, help="composed scenes with faces (and as many without)")
     p.add_argument("--every", type=int, default=3, help="rotation: every N-th PrivateTest face (default 3)")
-    p.add_argument("--angles", type=int, nargs="+", default=[0, -10, 10, -20, 20, -30, 30])
+    p.add_argument("--angles", type=int, nargs="*", default=[0, -10, 10, -20, 20, -30, 30],
+                   help="rotation: the tilts (none given: the upright figures only)")
     p.add_argument("--repeat", type=int, default=10, help="speed: timed runs per case")
     p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, help="rotation: YuNet's score threshold")
     p.add_argument("--seed", type=int, default=0)
@@ -271,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="rotation: the faces (choose the template on PublicTest, report PrivateTest once)")
     p.add_argument("--template-scale", type=float, help="rotation: align onto the measured template scaled by this "
                    "about its centre (default: the shipped template, imaging.TEMPLATE_SCALE)")
+    p.add_argument("--tta", default=PHOTO_TTA, choices=TTA_MODES,
+                   help=f"rotation, speed: the test-time views averaged per face, as `predict --tta` (default "
+                        f"{PHOTO_TTA}, as photos are classified; rotation's upright bar stays without TTA)")
     p.add_argument("--turns", type=float, nargs="*", default=list(TILT_TURNS), metavar="DEG",
                    help=f"YuNet's extra passes on the image turned by these degrees (default {TILT_TURNS}, as "
                         "photos are detected; none given: one upright pass)")

@@ -19,11 +19,13 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from fer_core.config import PHOTO_TTA, TTA_MODES  # noqa: E402
 from fer_core.serve import encode_multipart  # noqa: E402
 
 DEFAULT_FACE = ROOT.parent / "shared/data/fer2013/test/happy/PrivateTest_10077120.jpg"
@@ -106,12 +108,15 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--requests", type=int, default=1000, help="requests for each number of clients")
     p.add_argument("--photo", type=Path, help="an image sent with face detection on (default: a face, no_detect)")
+    p.add_argument("--tta", default=PHOTO_TTA, choices=TTA_MODES,
+                   help=f"the test-time views a face (default {PHOTO_TTA}, as the server's default)")
     args = p.parse_args()
     image = args.photo or DEFAULT_FACE
     if not image.exists():
         sys.exit(f"{image} not found: pass --photo IMAGE")
     body, kind = encode_multipart([(image.name, image.read_bytes())])
-    path = "/predict" if args.photo else "/predict?no_detect=true"
+    query = {"tta": args.tta} | ({} if args.photo else {"no_detect": "true"})
+    path = "/predict?" + urllib.parse.urlencode(query)   # encoded: a bare "+" in flip+crops would read as a space
     headers = {"Content-Type": kind}
     port = free_port()
     server = start_server(port, args)
