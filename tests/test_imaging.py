@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import fer_core.explanation as explanation_mod
 from conftest import heavy_libraries_loaded_by
@@ -82,7 +83,7 @@ def test_imaging_needs_no_torch():
 # --- one face, whichever way it is read ----------------------------------------------------
 
 class _Recorder:
-    """A classifier stand-in that keeps the batch it is asked about."""
+    """A classifier stand-in that keeps the faces it is asked about, as its ``preprocess`` receives them."""
 
     img_size = 48
     class_names = ("happy", "sad")
@@ -90,9 +91,15 @@ class _Recorder:
     def __init__(self):
         self.batches = []
 
-    def predict_proba(self, batch):
-        self.batches.append(np.asarray(batch))
-        return np.full((len(batch), 2), 0.5, np.float32)
+    def preprocess(self, faces):
+        self.batches.append(np.asarray(faces))
+        return torch.zeros(len(faces), 1, self.img_size, self.img_size)
+
+    def logits(self, x):
+        return torch.zeros(len(x), len(self.class_names))
+
+    def calibrated(self, probs, tta="none"):
+        return probs
 
 
 def _explain_face(image, monkeypatch, tmp_path, detect: bool = False) -> np.ndarray:
