@@ -25,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from fer_core import imaging  # noqa: E402
 from fer_core.config import DEFAULT_MIN_SCORE, PHOTO_TTA, TTA_MODES  # noqa: E402
 from fer_core.detection import TILT_TURNS, HaarDetector, YuNetDetector, find_face_model  # noqa: E402
+from fer_core.evaluation import predict_split  # noqa: E402
 from fer_core.predict import load_image, model_faces, predict_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "fer2013"
@@ -162,15 +164,14 @@ def bench_rotation(args) -> None:
     if args.template_scale is not None:   # the template's size against the measured one (chosen on PublicTest)
         imaging.FER_TEMPLATE = imaging.scaled_template(imaging.MEASURED_TEMPLATE, args.template_scale)
     faces, labels, _ = fer_faces(args.split + "_", args.every)
-    upright = _classify(clf, [model_faces(f, clf.img_size, detect=False)[1][0] for f in faces])   # no TTA: the bar
-    base = np.mean(upright == labels)
+    crops = [model_faces(f, clf.img_size, detect=False)[1][0] for f in faces]
+    base = np.mean(_classify(clf, crops) == labels)   # no TTA: the bar
     scale = args.template_scale if args.template_scale is not None else imaging.TEMPLATE_SCALE
     print(f"rotation: {len(faces)} {args.split} faces (every {args.every}th), template scale {scale}, YuNet turns "
           f"{tuple(args.turns) or 'none'}, TTA {args.tta}; upright "
           f"48 px crops classified directly: {100 * base:.1f}%")
     if args.tta != "none":   # the like-for-like figure: the upright crops with the same views
-        same = np.mean(_classify(clf, [model_faces(f, clf.img_size, detect=False)[1][0] for f in faces], args.tta)
-                       == labels)
+        same = np.mean(_classify(clf, crops, args.tta) == labels)
         print(f"upright 48 px crops with TTA {args.tta}: {100 * same:.1f}%")
     print(f"{'angle':>6} {'yunet found':>11} {'yunet acc':>9} {'vs upright':>10} {'haar found':>10} {'haar acc':>8}")
     big = [cv2.copyMakeBorder(cv2.resize(f, (192, 192), interpolation=cv2.INTER_CUBIC), 64, 64, 64, 64,
@@ -186,9 +187,6 @@ def bench_rotation(args) -> None:
 
 
 def _classify(clf, crops: list[np.ndarray], tta: str = "none") -> np.ndarray:
-    import torch
-    from fer_core.evaluation import predict_split
-
     return predict_split(clf, torch.from_numpy(np.stack(crops)), tta).argmax(1)
 
 

@@ -249,8 +249,8 @@ def test_example_faces_are_numbered_alike_on_cards_table_and_csv(with_fer, face_
 
 def test_test_time_views_toggle_gives_the_library_s_tta_probabilities(env, face_photo, tiny_checkpoint, downloads):
     from fer_core import FerClassifier, load_image, predict_image
+    from fer_core.data import FER2013_CLASSES as classes
 
-    classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     at = _upload(_page(), ("photo.jpg", face_photo.read_bytes(), "image/jpeg"))
     assert at.toggle(key="predict_tta").value is True   # on by default, as the library's photo default
     views = [float(_csv_rows(downloads)[0][f"p_{c}"]) for c in classes]
