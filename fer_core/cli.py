@@ -235,6 +235,7 @@ def _roll_detector(face_model: str | None):
 
 def cmd_ensemble(args) -> int:
     """Write an ensemble file naming the member checkpoints, with given, equal or validation-chosen weights."""
+    from .data import parse_class_list
     from .ensemble import save_ensemble
 
     choice = None
@@ -246,29 +247,33 @@ def cmd_ensemble(args) -> int:
             raise CliError(f"--weights-from {args.weights_from} needs --data PATH (the data set of that split)")
         choice = _chosen_weights(args)
         weights = choice["weights"]
-    members = save_ensemble(args.out, args.members, weights, choice)
-    print(f"{args.out}: an ensemble of {len(members)}")
+    members = save_ensemble(args.out, args.members, weights, choice, parse_class_list(args.classes))
+    classes = f" over {args.classes}" if args.classes else ""
+    print(f"{args.out}: an ensemble of {len(members)}{classes}")
     for m in members:
         print(f"  {m.weight:.2f}  {m.file} ({m.arch}, {m.img_size} px)")
     if choice:
-        own = ", ".join(f"{a:.4f}" for a in choice["member_accuracy"])
-        print(f"{args.weights_from} accuracy {choice['accuracy']:.4f} (equal weights "
-              f"{choice['equal_weights_accuracy']:.4f}; members {own})")
+        metric = choice["metric"]
+        own = ", ".join(f"{a:.4f}" for a in choice[f"member_{metric}"])
+        print(f"{args.weights_from} {metric} {choice[metric]:.4f} (equal weights "
+              f"{choice[f'equal_weights_{metric}']:.4f}; members {own})")
     return 0
 
 
 def _chosen_weights(args) -> dict:
-    """The members' weights with the best accuracy on ``--weights-from`` (``ensemble.choose_weights``)."""
+    """The members' weights with the best ``--metric`` on ``--weights-from`` (``ensemble.choose_weights``)."""
     from .checkpoint import FerClassifier
-    from .data import load_dataset
+    from .data import load_dataset, parse_class_list
     from .ensemble import choose_weights, member_log_probs
 
     if args.weights_from in ("PrivateTest", "test"):
         raise CliError(f"--weights-from {args.weights_from}: choose on the selection split (PublicTest), not on the "
                        "one you report")
     classifiers = [FerClassifier.from_checkpoint(m, calibrated=False) for m in args.members]
+    if args.classes:
+        classifiers = [c.restricted_to(parse_class_list(args.classes)) for c in classifiers]
     split = load_dataset(args.data, classes=list(classifiers[0].class_names)).split(args.weights_from)
-    choice = choose_weights(member_log_probs(classifiers, split.images), split.labels.numpy())
+    choice = choose_weights(member_log_probs(classifiers, split.images), split.labels.numpy(), metric=args.metric)
     return {**choice, "split": args.weights_from, "data": str(args.data)}
 
 
@@ -736,8 +741,12 @@ def _add_ensemble_parser(sub) -> None:
                        "together); usable wherever a checkpoint is")
     s.add_argument("out", help="the ensemble file to write (OUT.safetensors)")
     s.add_argument("members", nargs="+", help="member checkpoints (.safetensors), sharing class names")
+    s.add_argument("--classes", help="build it over these classes, comma-separated, which every member knows (e.g. "
+                   "a 4-class and a 7-class model on angry,disgust,fear,happy); default: the members' shared ones")
     s.add_argument("--weights", type=float, nargs="+", metavar="W", help="one weight a member (default: equal)")
-    s.add_argument("--weights-from", metavar="SPLIT", help="choose the weights on this split's accuracy (PublicTest)")
+    s.add_argument("--weights-from", metavar="SPLIT", help="choose the weights on this split (PublicTest)")
+    s.add_argument("--metric", choices=["accuracy", "macro_f1"], default="accuracy",
+                   help="what --weights-from maximises (default: accuracy)")
     s.add_argument("--data", help="the data set of --weights-from's split")
     s.set_defaults(func=cmd_ensemble)
 

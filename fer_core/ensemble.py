@@ -12,8 +12,10 @@ size; each member resizes and normalises it as it was trained to, and the output
 log-probability. Softmax of that is the weighted geometric mean of the members' probabilities: one model for
 TTA, calibration, Grad-CAM (one map per member, and their mean), distillation and ONNX export.
 
-Members must share class names (in the same order); they may differ in architecture and input size. Weights
-are given, or chosen on a validation split (``choose_weights``: PublicTest for FER-2013, never a test split).
+Members share class names (in the same order), or the ensemble is built over some of their classes (``classes``,
+e.g. a 4-class model and a 7-class one on angry, disgust, fear and happy): each member then chooses among those
+classes only, its other logits dropped before its softmax. Members may differ in architecture and input size.
+Weights are given, or chosen on a validation split (``choose_weights``: PublicTest for FER-2013, never a test split).
 """
 from __future__ import annotations
 
@@ -53,11 +55,14 @@ class EnsembleNet(torch.nn.Module):
     """Members' weighted mean log-probability, from a grey face in [0, 1] at ``img_size`` (N, 1, S, S)."""
 
     def __init__(self, members: list[torch.nn.Module], sizes: list[int], means: list[float], stds: list[float],
-                 weights: list[float]):
+                 weights: list[float], class_index: list[list[int] | None] | None = None):
         super().__init__()
         self.members = torch.nn.ModuleList(members)
         self.sizes, self.means, self.stds = list(sizes), list(means), list(stds)
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32), persistent=False)
+        # each member's logits to keep (None: all), so the members stay bare networks for Grad-CAM's layers
+        self.class_index = [None if ix is None else torch.tensor(ix, dtype=torch.long)
+                            for ix in (class_index or [None] * len(members))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = 0
@@ -67,7 +72,10 @@ class EnsembleNet(torch.nn.Module):
             xk = x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear",
                                                               align_corners=False)
             xk = ((xk - self.means[k]) / self.stds[k]).contiguous(memory_format=torch.channels_last)
-            out = out + self.weights[k] * torch.log_softmax(member(xk).float(), 1)
+            logits = member(xk).float()
+            if self.class_index[k] is not None:
+                logits = logits.index_select(1, self.class_index[k].to(logits.device))
+            out = out + self.weights[k] * torch.log_softmax(logits, 1)
         return out
 
 
@@ -116,20 +124,34 @@ def build_ensemble_net(path: str | Path, meta: dict, device: str | torch.device 
 
     members = ensemble_members(path, meta)
     classifiers = [FerClassifier.from_checkpoint(p, device, calibrated=False) for p in member_paths(path, members)]
+    index = []
     for m, c in zip(members, classifiers):
-        if list(c.class_names) != list(meta["class_names"]):
-            raise CheckpointError(f"{path}: member {m.file} has classes {', '.join(c.class_names)}, not the "
-                                  f"ensemble's {', '.join(meta['class_names'])}")
+        kept = member_class_index(c.class_names, meta["class_names"])
+        if kept is None:
+            raise CheckpointError(f"{path}: member {m.file} has classes {', '.join(c.class_names)}, which do not "
+                                  f"hold the ensemble's {', '.join(meta['class_names'])} in that order")
+        index.append(None if kept == list(range(len(c.class_names))) else kept)
     total = sum(m.weight for m in members)
     return EnsembleNet([c.model for c in classifiers], [c.img_size for c in classifiers],
                        [c.mean for c in classifiers], [c.std for c in classifiers],
-                       [m.weight / total for m in members]).to(device).eval()
+                       [m.weight / total for m in members], index).to(device).eval()
+
+
+def member_class_index(member_classes, ensemble_classes) -> list[int] | None:
+    """Where the ensemble's classes sit among a member's (its logits to keep), or None when the member lacks one
+    or orders them differently (a reordered member would be a silent mix-up of labels)."""
+    member_classes, ensemble_classes = list(member_classes), list(ensemble_classes)
+    if not set(ensemble_classes) <= set(member_classes):
+        return None
+    index = [member_classes.index(c) for c in ensemble_classes]
+    return index if index == sorted(index) else None
 
 
 def save_ensemble(out: str | Path, member_files: list[str | Path], weights: list[float] | None = None,
-                  choice: dict | None = None) -> list[Member]:
+                  choice: dict | None = None, classes=None) -> list[Member]:
     """Write an ensemble file at ``out`` naming ``member_files`` (equal weights unless given); ``choice``
-    records how the weights were chosen. Members are referred to relative to ``out``'s folder."""
+    records how the weights were chosen. Members are referred to relative to ``out``'s folder. ``classes``
+    builds it over those of the members' classes (in the members' order); by default members share theirs."""
     out = Path(out)
     if not member_files or len(member_files) > MAX_MEMBERS:
         raise ValueError(f"an ensemble needs 1 to {MAX_MEMBERS} members, not {len(member_files)}")
@@ -137,13 +159,7 @@ def save_ensemble(out: str | Path, member_files: list[str | Path], weights: list
     if len(weights) != len(member_files) or not usable_weights(weights):
         raise ValueError("give one weight of 0 or more per member, not all 0")
     metas = [read_metadata(f) for f in member_files]
-    names = metas[0]["class_names"]
-    for f, meta in zip(member_files, metas):
-        if meta["arch"] == ENSEMBLE_ARCH:
-            raise ValueError(f"{f} is an ensemble itself: list its members instead")
-        if list(meta["class_names"]) != list(names):
-            raise ValueError(f"{f} has classes {', '.join(meta['class_names'])}, not {', '.join(names)} as "
-                             f"{member_files[0]}: members must share class names, in the same order")
+    names = ensemble_class_names(member_files, metas, classes)
     total = sum(weights)
     members = [Member(os.path.relpath(Path(f).resolve(), out.resolve().parent), file_sha256(f), meta["arch"],
                       meta["img_size"], round(w / total, 6)) for f, meta, w in zip(member_files, metas, weights)]
@@ -156,6 +172,34 @@ def save_ensemble(out: str | Path, member_files: list[str | Path], weights: list
 
     atomic_write_bytes(out, save({}, metadata=meta))
     return members
+
+
+def ensemble_class_names(member_files, metas: list[dict], classes=None) -> list[str]:
+    """The ensemble's classes: the members' shared ones, or ``classes`` in the members' order, which every member
+    must hold in that order (``member_class_index``)."""
+    for f, meta in zip(member_files, metas):
+        if meta["arch"] == ENSEMBLE_ARCH:
+            raise ValueError(f"{f} is an ensemble itself: list its members instead")
+    first = list(metas[0]["class_names"])
+    if classes is None:
+        for f, meta in zip(member_files, metas):
+            if list(meta["class_names"]) != first:
+                raise ValueError(f"{f} has classes {', '.join(meta['class_names'])}, not {', '.join(first)} as "
+                                 f"{member_files[0]}: members must share class names, in the same order (or "
+                                 "give the classes they all know)")
+        return first
+    if len(set(classes)) < 2:
+        raise ValueError("an ensemble over some classes needs two or more of them")
+    names = [c for c in first if c in set(classes)]
+    for f, meta in zip(member_files, metas):
+        own = list(meta["class_names"])
+        missing = sorted(set(classes) - set(own))
+        if missing:
+            raise ValueError(f"{f} lacks {', '.join(missing)}: every member must know the ensemble's classes")
+        if member_class_index(own, names) is None:
+            raise ValueError(f"{f} orders {', '.join(names)} differently from {member_files[0]}: members must "
+                             "hold the ensemble's classes in the same order")
+    return names
 
 
 def member_log_probs(classifiers, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
@@ -173,20 +217,37 @@ def weight_grid(members: int, step: float = WEIGHT_STEP) -> list[tuple[float, ..
             if sum(c) <= n]
 
 
-def choose_weights(log_probs: np.ndarray, labels: np.ndarray, step: float = WEIGHT_STEP) -> dict:
-    """The grid weighting (``weight_grid``) with the best accuracy on a validation split, ties broken by the lower
-    log-loss; with each member's own accuracy and the equal weighting's, for the record."""
+def choose_weights(log_probs: np.ndarray, labels: np.ndarray, step: float = WEIGHT_STEP,
+                   metric: str = "accuracy") -> dict:
+    """The grid weighting (``weight_grid``) with the best ``metric`` (accuracy or macro_f1) on a validation split,
+    ties broken by the lower log-loss; with each member's own score and the equal weighting's, for the record."""
+    if metric not in WEIGHT_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(WEIGHT_METRICS)}, not {metric!r}")
     labels = np.asarray(labels)
+    score = WEIGHT_METRICS[metric]
 
     def scored(w) -> tuple[float, float]:
         mixed = np.tensordot(np.asarray(w), log_probs, axes=1)
         mixed = mixed - np.logaddexp.reduce(mixed, axis=1, keepdims=True)
-        return float((mixed.argmax(1) == labels).mean()), float(-mixed[np.arange(len(labels)), labels].mean())
+        return score(labels, mixed.argmax(1)), float(-mixed[np.arange(len(labels)), labels].mean())
 
     grid = weight_grid(len(log_probs), step) if len(log_probs) > 1 else [(1.0,)]
     scores = {w: scored(w) for w in grid}
     best = max(grid, key=lambda w: (scores[w][0], -scores[w][1]))
     equal = scored([1 / len(log_probs)] * len(log_probs))
-    return {"weights": list(best), "accuracy": scores[best][0], "nll": scores[best][1],
-            "equal_weights_accuracy": equal[0],
-            "member_accuracy": [float((lp.argmax(1) == labels).mean()) for lp in log_probs]}
+    return {"weights": list(best), "metric": metric, metric: scores[best][0], "nll": scores[best][1],
+            f"equal_weights_{metric}": equal[0],
+            f"member_{metric}": [score(labels, lp.argmax(1)) for lp in log_probs]}
+
+
+def _accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    return float((predicted == labels).mean())
+
+
+def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, predicted, labels=np.unique(labels), average="macro", zero_division=0))
+
+
+WEIGHT_METRICS = {"accuracy": _accuracy, "macro_f1": _macro_f1}   # what choose_weights may choose by

@@ -191,3 +191,90 @@ def test_cli_refuses_to_choose_weights_on_a_test_split_or_copy_an_ensemble(membe
     assert cli.main(["ensemble", str(out), *map(str, members)]) == 0
     assert cli.main(["export", str(out), str(tmp_path / "copy.safetensors")]) == 2
     assert "export OUT.onnx" in capsys.readouterr().err
+
+
+@pytest.fixture
+def four_class_members(members, tmp_path) -> tuple[list[Path], list[str]]:
+    """A 7-class member and a 4-class one: an ensemble over the four classes they share (the 4-class protocol)."""
+    names = list(read_metadata(members[0])["class_names"])
+    four = random_member(tmp_path / "models" / "four.safetensors", names[:4], seed=3)
+    return [members[0], four], names[:4]
+
+
+def test_an_ensemble_over_some_classes_has_each_member_choose_among_them(four_class_members, tmp_path, faces):
+    from fer_core.onnx_export import export_onnx
+    from fer_core.runtime import OnnxClassifier
+
+    files, four = four_class_members
+    out = tmp_path / "models" / "ens4.safetensors"
+    save_ensemble(out, files, [1, 3], classes=four[::-1])   # given in any order: kept in the members' order
+    ensemble = FerClassifier.from_checkpoint(out)
+    assert list(ensemble.class_names) == four
+    seven = FerClassifier.from_checkpoint(files[0], calibrated=False)
+    own = [seven.restricted_to(four).predict_proba(faces),
+           FerClassifier.from_checkpoint(files[1], calibrated=False).predict_proba(faces)]
+    assert not np.allclose(seven.predict_proba(faces)[:, :4], own[0], atol=1e-3)   # renormalised over the four
+    np.testing.assert_allclose(ensemble.predict_proba(faces), geometric_mean(own, [0.25, 0.75]), atol=1e-5)
+    export_onnx(ensemble, tmp_path / "ens4.onnx", faces)
+    np.testing.assert_allclose(OnnxClassifier.from_file(tmp_path / "ens4.onnx").predict_proba(faces),
+                               ensemble.predict_proba(faces), atol=1e-4)
+
+
+def test_an_ensemble_over_some_classes_needs_every_member_to_know_them_in_order(four_class_members, tmp_path):
+    files, four = four_class_members
+    with pytest.raises(ValueError, match="members must share class names"):
+        save_ensemble(tmp_path / "e.safetensors", files)              # no classes given: they must be the same
+    seven = list(read_metadata(files[0])["class_names"])
+    with pytest.raises(ValueError, match="lacks"):
+        save_ensemble(tmp_path / "e.safetensors", files, classes=seven[:5])
+    with pytest.raises(ValueError, match="two or more"):
+        save_ensemble(tmp_path / "e.safetensors", files, classes=seven[:1])
+    reordered = random_member(tmp_path / "reordered.safetensors", four[::-1])
+    with pytest.raises(ValueError, match="in the same order"):
+        save_ensemble(tmp_path / "e.safetensors", [files[0], reordered], classes=four)
+    assert not (tmp_path / "e.safetensors").exists()
+
+
+def test_explain_maps_each_member_of_an_ensemble_over_some_classes(four_class_members, tmp_path, faces):
+    from fer_core.explanation import explain
+
+    files, four = four_class_members
+    out = tmp_path / "models" / "ens4.safetensors"
+    save_ensemble(out, files, classes=four)
+    maps = explain(FerClassifier.from_checkpoint(out), faces[:2], display_size=64)
+    assert [len(m.member_heatmaps) for m in maps] == [2, 2] and all(m.predicted in four for m in maps)
+    assert not np.allclose(maps[0].member_heatmaps[0], maps[0].member_heatmaps[1])
+
+
+def test_weights_can_be_chosen_by_macro_f1_where_accuracy_favours_the_majority_class():
+    # 90 faces of class 0, 10 of class 1. Member a calls every face class 0 (accuracy 0.90, macro-F1 0.47);
+    # member b finds every class-1 face and 72 of the 90 others (accuracy 0.82, macro-F1 0.71)
+    labels = np.array([0] * 90 + [1] * 10)
+    says_0, says_1 = np.log([0.9, 0.1]), np.log([0.1, 0.9])
+    a = np.tile(says_0, (100, 1))
+    b = np.stack([says_0] * 72 + [says_1] * 18 + [says_1] * 10)
+    by_accuracy = choose_weights(np.stack([a, b]), labels)
+    by_f1 = choose_weights(np.stack([a, b]), labels, metric="macro_f1")
+    assert by_accuracy["weights"][0] >= 0.5 and by_accuracy["accuracy"] == pytest.approx(0.9)
+    assert by_f1["weights"][1] > 0.5 and by_f1["macro_f1"] == pytest.approx(by_f1["member_macro_f1"][1])
+    assert by_f1["member_macro_f1"][1] > 0.7 > 0.5 > by_f1["member_macro_f1"][0]
+    with pytest.raises(ValueError, match="metric must be one of"):
+        choose_weights(np.stack([a, b]), labels, metric="auc")
+
+
+def test_cli_builds_a_four_class_ensemble_chosen_by_macro_f1(four_class_members, tmp_path, capsys):
+    files, four = four_class_members
+    data = make_folder_dataset(tmp_path / "data", per_class=4)
+    out = tmp_path / "models" / "ens4.safetensors"
+    rc = cli.main(["ensemble", str(out), *map(str, files), "--classes", ",".join(four), "--weights-from",
+                   "PublicTest", "--metric", "macro_f1", "--data", str(data)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert f"over {','.join(four)}" in printed and "PublicTest macro_f1" in printed
+    assert read_metadata(out)["metrics"]["weights_chosen"]["metric"] == "macro_f1"
+    assert cli.main(["evaluate", "--checkpoint", str(out), "--data", str(data), "--split", "PrivateTest",
+                     "--runtime", "torch", "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["class_names"] == four and report["num_images"] == 4 * 4
+    assert cli.main(["ensemble", str(out), *map(str, files)]) == 2
+    assert "members must share class names" in capsys.readouterr().err
