@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import tables
-from dashboard.common import checkpoint_dir, data_path, data_summary, report, run_store, saved_reports
+from dashboard.common import bundled_checkpoints, data_path, data_summary, report, run_store, saved_reports
 from dashboard.warm_up import page_script_running, start_warm_up
 from fer_core.data import DataError
 
@@ -71,7 +71,7 @@ def home() -> None:
     st.title("FER Studio")
     st.write("Facial expression recognition on FER-2013: train an EfficientNet-B0, see where it is right and "
              "wrong class by class, look at what it looks at (Grad-CAM), and run it on your own photos.")
-    found = sorted(checkpoint_dir().glob("*.safetensors"))
+    found = bundled_checkpoints()
     bundled_model(found)
 
     st.header("Pages")

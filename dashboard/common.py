@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
+from fer_core.cli import BUNDLED_CHECKPOINT
 from fer_core.storage import CheckpointError, load_report, read_metadata
 from fer_core.data import DatasetSummary, find_fer2013, load_dataset, summarize_dataset
 from fer_core.runs import RunStore
@@ -89,9 +90,15 @@ def run_store() -> RunStore:
     return RunStore(runs_dir())
 
 
+def bundled_checkpoints() -> list[Path]:
+    """The checkpoints in :func:`checkpoint_dir`, the default model (the CLI's) first, then by name: Home shows the
+    first and the pages preselect it, so a file named before it must not displace it."""
+    return sorted(checkpoint_dir().glob("*.safetensors"), key=lambda p: (p.name != BUNDLED_CHECKPOINT.name, p.name))
+
+
 def checkpoint_choices() -> dict[str, Path]:
-    """Label -> checkpoint file: the bundled ones first, then each run's best checkpoint."""
-    choices = {f"bundled: {p.stem}": p for p in sorted(checkpoint_dir().glob("*.safetensors"))}
+    """Label -> checkpoint file: the bundled ones first (:func:`bundled_checkpoints`), then each run's best."""
+    choices = {f"bundled: {p.stem}": p for p in bundled_checkpoints()}
     for run in run_store().list():
         if run.best_checkpoint.exists():
             choices[f"run: {run.run_id}"] = run.best_checkpoint

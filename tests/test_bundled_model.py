@@ -76,3 +76,49 @@ def test_four_class_test_report_is_what_the_checkpoint_gives(fer_root):
     report = evaluate(classifier, split, "test")
     assert report["accuracy"] == pytest.approx(saved["accuracy"], abs=1 / 3867)
     assert report["macro"]["f1"] == pytest.approx(saved["macro"]["f1"], abs=2e-3)
+
+
+RESNET18 = ROOT / "checkpoints" / "fer2013_resnet18.safetensors"
+ENSEMBLE_4CLASS = ROOT / "checkpoints" / "fer2013_4class_ensemble.safetensors"
+needs_ensemble = pytest.mark.skipif(not ENSEMBLE_4CLASS.exists(), reason=f"no 4-class ensemble at {ENSEMBLE_4CLASS}")
+
+
+@pytest.mark.skipif(not RESNET18.exists(), reason=f"no ResNet-18 checkpoint at {RESNET18}")
+def test_resnet18_checkpoint_metadata_and_reports():
+    meta = read_metadata(RESNET18)
+    assert meta["arch"] == "resnet18" and tuple(meta["class_names"]) == FER2013_CLASSES
+    assert meta["config"]["preset"] == "fer2013-resnet18" and RESNET18.stat().st_size < 25e6
+    for split in ("PublicTest", "PrivateTest"):
+        report = load_report(RESNET18.with_name(f"{RESNET18.stem}.{split}.json"))
+        assert report["split"] == split and report["num_images"] == 3589 and report["tta"] == "none"
+
+
+@needs_ensemble
+def test_four_class_ensemble_names_the_bundled_members_by_hash_and_loads():
+    """The ensemble file holds no weights: it names three bundled files, which must be there, unchanged."""
+    meta = read_metadata(ENSEMBLE_4CLASS)
+    members = json.loads(meta["members"])
+    assert meta["arch"] == "ensemble" and meta["class_names"] == ["angry", "disgust", "fear", "happy"]
+    assert [m["file"] for m in members] == [FOUR_CLASS.name, RESNET18.name, BUNDLED.name]
+    assert sum(m["weight"] for m in members) == pytest.approx(1.0)
+    assert meta["metrics"]["weights_chosen"]["split"] == "PublicTest"
+    classifier = FerClassifier.from_checkpoint(ENSEMBLE_4CLASS)   # checks each member's SHA-256
+    assert list(classifier.class_names) == meta["class_names"]
+    assert ENSEMBLE_4CLASS.with_name(f"{ENSEMBLE_4CLASS.stem}.calibration.json").exists()
+
+
+@needs_fer
+@needs_ensemble
+def test_four_class_ensemble_private_test_report_is_what_it_gives(fer_root):
+    """PrivateTest is the held-out half of the test folder (the other, PublicTest, chose the weights): three
+    networks a face, so the half keeps the suite's time down."""
+    saved = load_report(ENSEMBLE_4CLASS.with_name(f"{ENSEMBLE_4CLASS.stem}.PrivateTest.json"))
+    assert saved["num_images"] == 1953 and saved["calibration"]["method"] == "temperature"
+    test = load_report(ENSEMBLE_4CLASS.with_name(f"{ENSEMBLE_4CLASS.stem}.test.json"))
+    assert {p["id"] for p in saved["predictions"]} < {p["id"] for p in test["predictions"]}
+    classifier = FerClassifier.from_checkpoint(ENSEMBLE_4CLASS)
+    split = load_dataset(fer_root, classes=list(classifier.class_names)).split("PrivateTest")
+    report = evaluate(classifier, split, "PrivateTest")
+    assert report["accuracy"] == pytest.approx(saved["accuracy"], abs=1 / 1953)
+    assert report["macro"]["f1"] == pytest.approx(saved["macro"]["f1"], abs=2e-3)
+    assert report["ece"] == pytest.approx(saved["ece"], abs=2e-3)   # the calibration sidecar is applied

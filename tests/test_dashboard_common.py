@@ -1,4 +1,4 @@
-"""dashboard/common.py: the data folders a path typed into the dashboard may point into."""
+"""dashboard/common.py: the data folders a path typed into the dashboard may point into, and the models it lists."""
 from __future__ import annotations
 
 import os
@@ -97,3 +97,15 @@ def test_a_folder_added_by_the_setting_is_accepted(checkout, monkeypatch):
 @pytest.mark.parametrize("text", ["", "   ", "data/\0fer2013"])
 def test_no_path_or_an_unusable_one_is_refused(checkout, text):
     assert common.DATA_ROOTS_SETTING in refusal(text)
+
+
+def test_the_default_model_leads_the_bundled_list_whatever_sorts_before_it(tmp_path, monkeypatch):
+    """The pages preselect the first choice: a bundled file named before the default model must not displace it."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("fer2013_4class_ensemble", common.BUNDLED_CHECKPOINT.stem, "zz_other", "aa_other"):
+        (folder / f"{name}.safetensors").write_bytes(b"")
+    monkeypatch.setenv("FER_STUDIO_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
+    names = [p.stem for p in common.checkpoint_choices().values()]
+    assert names == [common.BUNDLED_CHECKPOINT.stem, "aa_other", "fer2013_4class_ensemble", "zz_other"]
