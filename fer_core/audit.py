@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .metrics import macro_f1
 from .storage import atomic_write
 
 # cleanlab's label-quality score: the given label's probability minus the best other class's, mapped to 0-1
@@ -79,8 +80,8 @@ def find_suspects(labels, probs, class_names, ids: list[str] | None = None,
         "num_flagged": int(len(flagged)),
         "method": {"filter": filter_by, "quality": QUALITY_METHOD},
         "per_class": _per_class(labels, keep, class_names),
-        "all_images": scores(labels, predicted, len(class_names)),
-        "without_flagged": scores(labels[keep], predicted[keep], len(class_names)),
+        "all_images": scores(labels, predicted),
+        "without_flagged": scores(labels[keep], predicted[keep]),
         "suspects": [{"rank": r + 1, "id": ids[i], "given": class_names[labels[i]],
                       "predicted": class_names[predicted[i]], "confidence": float(probs[i].max()),
                       "quality": float(quality[i]), "given_probability": float(probs[i, labels[i]])}
@@ -168,16 +169,13 @@ def _per_class(labels: np.ndarray, keep: np.ndarray, class_names) -> dict[str, d
             for k, c in enumerate(class_names)}
 
 
-def scores(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:
+def scores(labels: np.ndarray, predicted: np.ndarray) -> dict:
     """Accuracy and macro-F1 over the classes with images, as ``evaluation.build_report`` averages them (a class
     absent from the images is left out, not counted as 0)."""
-    from sklearn.metrics import f1_score
-
     if not len(labels):
         return {"images": 0, "accuracy": None, "macro_f1": None}
-    present = [k for k in range(num_classes) if (labels == k).any()]
     return {"images": int(len(labels)), "accuracy": float((labels == predicted).mean()),
-            "macro_f1": float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0))}
+            "macro_f1": macro_f1(labels, predicted)}
 
 
 def pair_counts(audit: dict) -> list[tuple[tuple[str, str], int]]:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ENSEMBLE_ARCH
+from .metrics import macro_f1
 from .storage import CheckpointError, atomic_write_bytes, file_sha256, model_metadata, read_metadata
 
 MAX_MEMBERS = 16
@@ -244,10 +245,4 @@ def _accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
     return float((predicted == labels).mean())
 
 
-def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(labels, predicted, labels=np.unique(labels), average="macro", zero_division=0))
-
-
-WEIGHT_METRICS = {"accuracy": _accuracy, "macro_f1": _macro_f1}   # what choose_weights may choose by
+WEIGHT_METRICS = {"accuracy": _accuracy, "macro_f1": macro_f1}   # what choose_weights may choose by

@@ -22,6 +22,7 @@ from .calibration import nll, summary
 from .checkpoint import FerClassifier
 from .config import TTA_MODES
 from .data import FerSplit
+from .metrics import averaged
 
 
 def check_tta(mode: str) -> None:
@@ -80,8 +81,8 @@ def build_report(y_true: np.ndarray, probs: np.ndarray, class_names, ids: list[s
         "num_images": int(len(y_true)),
         "class_names": list(class_names),
         "accuracy": float(correct.mean()),
-        "macro": _average(y_true, y_pred, present, "macro"),
-        "weighted": _average(y_true, y_pred, present, "weighted"),
+        "macro": averaged(y_true, y_pred, present, "macro"),
+        "weighted": averaged(y_true, y_pred, present, "weighted"),
         "absent_classes": [class_names[c] for c in labels if c not in present],
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
@@ -133,14 +134,6 @@ def _per_class(y_true, y_pred, conf, correct, class_names, n_bins: int) -> dict[
             **{f"calibration_{k}": v for k, v in calibration(conf[pred_c], correct[pred_c], n_bins).items()},
         }
     return per_class
-
-
-def _average(y_true, y_pred, present: list[int], average: str) -> dict:
-    """Precision, recall and F1 averaged over the classes with images in the split."""
-    from sklearn.metrics import precision_recall_fscore_support
-
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=average, zero_division=0)
-    return {"precision": float(p), "recall": float(r), "f1": float(f)}
 
 
 def _mean(a: np.ndarray) -> float | None:

@@ -11,6 +11,7 @@ from fer_core.checkpoint import FerClassifier
 from fer_core.data import load_dataset
 from fer_core.evaluation import (build_report, calibration, evaluate, predict_split, report_probabilities,
                                  summary_line, tta_views)
+from fer_core.metrics import macro_f1
 from fer_core.storage import load_report, save_report
 
 NAMES = ("a", "b", "c")
@@ -206,6 +207,8 @@ def test_a_class_without_test_images_is_left_out_of_the_macro_average():
     assert rep["absent_classes"] == ["c"]
     f1_a, f1_b = 1.0, 2 * 1.0 * (2 / 3) / (1 + 2 / 3)
     assert rep["macro"]["f1"] == pytest.approx((f1_a + f1_b) / 2)          # not (f1_a + f1_b + 0) / 3
+    # the macro-F1 that training, ensemble weights and audits use is the report's
+    assert macro_f1(y, probs.argmax(1)) == pytest.approx(rep["macro"]["f1"])
     assert rep["macro"]["recall"] == pytest.approx((1 + 2 / 3) / 2)
     assert rep["weighted"]["f1"] == pytest.approx((2 * f1_a + 3 * f1_b) / 5)
     c = rep["per_class"]["c"]

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 
 from ..checkpoint import save_checkpoint, to_model_input
 from ..config import GREY_MEAN, GREY_STD, SELECT_KEYS, TrainConfig
 from ..data import FerDataset, FerSplit
+from ..metrics import macro_f1
 from ..models import stage_modules
 from ..runs import Run, RunStore
 from .distributed import DistContext, init_distributed, shutdown_distributed
@@ -350,8 +350,7 @@ def validate(model: torch.nn.Module, split: FerSplit, cfg: TrainConfig, device: 
     pred = torch.cat(preds).numpy()
     true = split.labels.numpy()
     return {"val_loss": sum(losses) / len(split), "val_acc": float((pred == true).mean()),
-            # over the classes the split holds, as evaluation reports average (a class without images is no 0)
-            "val_macro_f1": float(f1_score(true, pred, labels=np.unique(true), average="macro", zero_division=0))}
+            "val_macro_f1": macro_f1(true, pred)}
 
 
 def _end_epoch(run: Run, parts: TrainingParts, data: TrainData, schedule: StepSchedule, state: TrainState,
