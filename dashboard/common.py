@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from fer_core.cli import BUNDLED_CHECKPOINT
-from fer_core.storage import CheckpointError, load_report, read_metadata
 from fer_core.data import DatasetSummary, find_fer2013, load_dataset, summarize_dataset
 from fer_core.runs import RunStore
+from fer_core.storage import BUNDLED_CHECKPOINT, BUNDLED_DIR, CheckpointError, load_report, read_metadata
 
 if TYPE_CHECKING:
     from fer_core.checkpoint import FerClassifier
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def checkpoint_dir() -> Path:
     """``$FER_STUDIO_CHECKPOINTS`` or ``checkpoints/``, read on each call (tests set it per test)."""
-    return Path(os.environ.get("FER_STUDIO_CHECKPOINTS", ROOT / "checkpoints"))
+    return Path(os.environ.get("FER_STUDIO_CHECKPOINTS", BUNDLED_DIR))
 
 
 def runs_dir() -> Path:

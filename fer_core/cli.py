@@ -10,7 +10,7 @@ import sys
 import typing
 from pathlib import Path
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fer2013_effnet_b0.safetensors"
+from .storage import BUNDLED_CHECKPOINT   # light: no PyTorch
 
 
 def default_checkpoint() -> Path | None:

@@ -25,6 +25,8 @@ from .config import ENSEMBLE_ARCH, MODEL_NAMES  # plain data: no heavy imports
 FORMAT = "fer-studio/1"
 STATE_PREFIX = "train_state."
 TEMP_SUFFIX = ".tmp"   # atomic_write's temporary files: <name>.<random>.tmp beside the target
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"   # the models shipped with the repository
+BUNDLED_CHECKPOINT = BUNDLED_DIR / "fer2013_effnet_b0.safetensors"    # the default model: CLI, API and dashboard
 
 
 class CheckpointError(ValueError):

@@ -11,10 +11,10 @@ import pytest
 from conftest import ROOT, heavy_libraries_loaded_by, make_folder_dataset
 from fer_core import cli
 from fer_core.audit import AuditError, CSV_COLUMNS, audit_report, find_suspects, pair_counts, suspects_of_pair
-from fer_core.storage import temporaries_of
+from fer_core.storage import BUNDLED_CHECKPOINT, temporaries_of
 
 CLASSES = ["angry", "fear", "happy", "sad"]
-BUNDLED = ROOT / "checkpoints" / "fer2013_effnet_b0.safetensors"
+BUNDLED = BUNDLED_CHECKPOINT
 
 
 def planted(n: int = 400, flips: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

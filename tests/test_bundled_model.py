@@ -7,14 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs_fer
+from conftest import needs_fer
 from fer_core import FerClassifier, load_dataset, load_report, read_metadata
 from fer_core.cli import default_checkpoint
 from fer_core.data import FER2013_CLASSES
 from fer_core.evaluation import evaluate
 from fer_core.predict import load_image, predict_image
+from fer_core.storage import BUNDLED_CHECKPOINT, BUNDLED_DIR
 
-BUNDLED = ROOT / "checkpoints" / "fer2013_effnet_b0.safetensors"
+BUNDLED = BUNDLED_CHECKPOINT
 pytestmark = pytest.mark.skipif(not BUNDLED.exists(), reason=f"no bundled checkpoint at {BUNDLED}")
 
 
@@ -54,7 +55,7 @@ def test_reads_a_happy_face_in_a_photo(face_photo):
     assert face.label == "happy" and face.probabilities["happy"] > 0.5, json.dumps(face.probabilities)
 
 
-FOUR_CLASS = ROOT / "checkpoints" / "fer2013_effnet_b0_4class.safetensors"
+FOUR_CLASS = BUNDLED_DIR / "fer2013_effnet_b0_4class.safetensors"
 needs_four_class = pytest.mark.skipif(not FOUR_CLASS.exists(), reason=f"no 4-class checkpoint at {FOUR_CLASS}")
 
 
@@ -85,8 +86,8 @@ def assert_reproduces_its_report(checkpoint, fer_root, split_name: str) -> tuple
     return saved, report
 
 
-RESNET18 = ROOT / "checkpoints" / "fer2013_resnet18.safetensors"
-ENSEMBLE_4CLASS = ROOT / "checkpoints" / "fer2013_4class_ensemble.safetensors"
+RESNET18 = BUNDLED_DIR / "fer2013_resnet18.safetensors"
+ENSEMBLE_4CLASS = BUNDLED_DIR / "fer2013_4class_ensemble.safetensors"
 needs_ensemble = pytest.mark.skipif(not ENSEMBLE_4CLASS.exists(), reason=f"no 4-class ensemble at {ENSEMBLE_4CLASS}")
 
 

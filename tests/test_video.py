@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FER_ROOT, ROOT, needs_fer
+from conftest import FER_ROOT, needs_fer
 from fer_core import cli
+from fer_core.storage import BUNDLED_CHECKPOINT, BUNDLED_DIR
 from fer_core.video import (IouTracker, VideoError, analyze_video, appearance_descriptor, iter_video,
                             read_frame, read_frames_csv, read_video_info)
 
-BUNDLED = ROOT / "checkpoints" / "fer2013_effnet_b0.safetensors"
-REPORT = ROOT / "checkpoints" / "fer2013_effnet_b0.PrivateTest.json"
+BUNDLED = BUNDLED_CHECKPOINT
+REPORT = BUNDLED_DIR / "fer2013_effnet_b0.PrivateTest.json"
 W, H, FPS = 320, 240, 12.0
 SIDE = 88   # px of a pasted face
 

@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, training_env, wait_for_value
+from conftest import training_env, wait_for_value
+from fer_core.storage import BUNDLED_CHECKPOINT
 from fer_core.video_jobs import VideoJobError, VideoJobStore
 
-BUNDLED = ROOT / "checkpoints" / "fer2013_effnet_b0.safetensors"
+BUNDLED = BUNDLED_CHECKPOINT
 
 
 def clip(path, frames: int = 8, size=(160, 120)):
