@@ -737,6 +737,8 @@ def _add_exploration_parsers(sub) -> None:
 
 
 def _add_ensemble_parser(sub) -> None:
+    from .metrics import SCORES   # NumPy only
+
     s = sub.add_parser("ensemble", help="several checkpoints as one model (OUT.safetensors names them: keep them "
                        "together); usable wherever a checkpoint is")
     s.add_argument("out", help="the ensemble file to write (OUT.safetensors)")
@@ -745,7 +747,7 @@ def _add_ensemble_parser(sub) -> None:
                    "a 4-class and a 7-class model on angry,disgust,fear,happy); default: the members' shared ones")
     s.add_argument("--weights", type=float, nargs="+", metavar="W", help="one weight a member (default: equal)")
     s.add_argument("--weights-from", metavar="SPLIT", help="choose the weights on this split (PublicTest)")
-    s.add_argument("--metric", choices=["accuracy", "macro_f1"], default="accuracy",
+    s.add_argument("--metric", choices=list(SCORES), default="accuracy",
                    help="what --weights-from maximises (default: accuracy)")
     s.add_argument("--data", help="the data set of --weights-from's split")
     s.set_defaults(func=cmd_ensemble)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ENSEMBLE_ARCH
-from .metrics import macro_f1
+from .metrics import SCORES
 from .storage import CheckpointError, atomic_write_bytes, file_sha256, model_metadata, read_metadata
 
 MAX_MEMBERS = 16
@@ -222,10 +222,10 @@ def choose_weights(log_probs: np.ndarray, labels: np.ndarray, step: float = WEIG
                    metric: str = "accuracy") -> dict:
     """The grid weighting (``weight_grid``) with the best ``metric`` (accuracy or macro_f1) on a validation split,
     ties broken by the lower log-loss; with each member's own score and the equal weighting's, for the record."""
-    if metric not in WEIGHT_METRICS:
-        raise ValueError(f"metric must be one of {', '.join(WEIGHT_METRICS)}, not {metric!r}")
+    if metric not in SCORES:
+        raise ValueError(f"metric must be one of {', '.join(SCORES)}, not {metric!r}")
     labels = np.asarray(labels)
-    score = WEIGHT_METRICS[metric]
+    score = SCORES[metric]
 
     def scored(w) -> tuple[float, float]:
         mixed = np.tensordot(np.asarray(w), log_probs, axes=1)
@@ -241,8 +241,3 @@ def choose_weights(log_probs: np.ndarray, labels: np.ndarray, step: float = WEIG
             f"member_{metric}": [score(labels, lp.argmax(1)) for lp in log_probs]}
 
 
-def _accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
-    return float((predicted == labels).mean())
-
-
-WEIGHT_METRICS = {"accuracy": _accuracy, "macro_f1": macro_f1}   # what choose_weights may choose by

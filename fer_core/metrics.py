@@ -9,6 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def accuracy(y_true, y_pred) -> float:
+    """The share of answers that match the labels."""
+    return float((np.asarray(y_pred) == np.asarray(y_true)).mean())
+
+
 def averaged(y_true, y_pred, present: list[int], average: str) -> dict:
     """Precision, recall and F1 averaged ("macro" or "weighted") over the ``present`` classes."""
     from sklearn.metrics import precision_recall_fscore_support  # a second of import: only when scoring
@@ -22,3 +27,6 @@ def macro_f1(y_true, y_pred) -> float:
     that validation, ensemble weights and audits share."""
     y_true = np.asarray(y_true)
     return averaged(y_true, np.asarray(y_pred), np.unique(y_true).tolist(), "macro")["f1"]
+
+
+SCORES = {"accuracy": accuracy, "macro_f1": macro_f1}   # what ensemble weights may be chosen by (name -> score)
