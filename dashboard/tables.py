@@ -109,15 +109,20 @@ def comparison(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 
 # --- checkpoints and runs ------------------------------------------------------------------
 
+def file_size(size: int) -> str:
+    """Bytes for reading: MB to one decimal, KB below a tenth of a MB (an ensemble file names its members, 1 KB)."""
+    return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{max(1, round(size / 1e3))} KB"
+
+
 def checkpoints(paths: list[Path], reports_of) -> pd.DataFrame:
-    """One row a checkpoint file: model, classes, input size, accuracy from its saved reports
-    (``reports_of(path) -> {label: report}``), date and size; an unreadable one says why."""
+    """One row a checkpoint file, by stem as the model pickers name it: model, classes, input size, accuracy from
+    its saved reports (``reports_of(path) -> {label: report}``), date and size; an unreadable one says why."""
     rows = []
     for path in paths:
-        row = {"Checkpoint": path.name, "Model": MISSING, "Classes": MISSING, "Input": MISSING,
+        row = {"Checkpoint": path.stem, "Model": MISSING, "Classes": MISSING, "Input": MISSING,
                "Accuracy": MISSING, "Measured on": MISSING,
                "Date": datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d"),
-               "Size": f"{path.stat().st_size / 1e6:,.1f} MB"}
+               "Size": file_size(path.stat().st_size)}
         try:
             meta = read_metadata(path)
         except CheckpointError as e:

@@ -146,7 +146,8 @@ def architecture_label(meta: dict) -> str:
         archs = [str(m["arch"]) for m in json.loads(meta["members"])]
     except (KeyError, TypeError, ValueError):
         return "ensemble (members unreadable)"
-    return f"ensemble of {len(archs)}: {', '.join(archs)}"
+    counts = {a: archs.count(a) for a in archs}   # first-seen order; "2× efficientnet_b0" keeps a table narrow
+    return "ensemble: " + ", ".join(f"{n}× {a}" if n > 1 else a for a, n in counts.items())
 
 
 # Bounds of a usable checkpoint: beyond them a file is corrupt, or would have the loader allocate gigabytes

@@ -66,6 +66,9 @@ def test_four_class_checkpoint_metadata_and_reports():
     assert FOUR_CLASS.stat().st_size < 25e6
     report = load_report(FOUR_CLASS.with_name(f"{FOUR_CLASS.stem}.test.json"))
     assert report["split"] == "test" and report["num_images"] == 3867 and report["tta"] == "none"
+    # PrivateTest's four classes too, the split Home shows first, so it stands beside the 4-class ensemble's
+    private = load_report(FOUR_CLASS.with_name(f"{FOUR_CLASS.stem}.PrivateTest.json"))
+    assert private["num_images"] == 1953 and private["class_names"] == meta["class_names"]
 
 
 @needs_fer

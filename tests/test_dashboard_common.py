@@ -109,3 +109,18 @@ def test_the_default_model_leads_the_bundled_list_whatever_sorts_before_it(tmp_p
     monkeypatch.setenv("FER_STUDIO_RUNS", str(tmp_path / "runs"))
     names = [p.stem for p in common.checkpoint_choices().values()]
     assert names == [common.BUNDLED_CHECKPOINT.stem, "aa_other", "fer2013_4class_ensemble", "zz_other"]
+
+
+def test_home_checkpoint_table_names_files_by_stem_and_sizes_an_ensemble_in_kb():
+    from dashboard import tables
+
+    ensemble = common.BUNDLED_DIR / "fer2013_4class_ensemble.safetensors"
+    if not (ensemble.exists() and common.BUNDLED_CHECKPOINT.exists()):
+        pytest.skip("the bundled checkpoints are not in checkpoints/")
+    table = tables.checkpoints([common.BUNDLED_CHECKPOINT, ensemble], lambda path: {}).set_index("Checkpoint")
+    assert list(table.index) == [common.BUNDLED_CHECKPOINT.stem, ensemble.stem]   # as the model pickers name them
+    assert table.loc[ensemble.stem, "Model"] == "ensemble: 2× efficientnet_b0, resnet18"
+    assert table.loc[ensemble.stem, "Size"] == f"{round(ensemble.stat().st_size / 1e3)} KB"
+    default = common.BUNDLED_CHECKPOINT
+    assert table.loc[default.stem, "Size"] == f"{default.stat().st_size / 1e6:.1f} MB"
+    assert tables.file_size(400) == "1 KB" and tables.file_size(99_000) == "99 KB"

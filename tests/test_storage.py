@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from fer_core.storage import atomic_write, atomic_write_bytes, json_bytes, save_report, temporaries_of
+from fer_core.config import ENSEMBLE_ARCH
+from fer_core.storage import (architecture_label, atomic_write, atomic_write_bytes, json_bytes, save_report,
+                              temporaries_of)
 
 
 def test_a_writer_that_fails_mid_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -56,3 +58,11 @@ def test_json_is_standard_without_nan_or_infinity(tmp_path):
                                                        "ok": 3, "name": "x"}
     save_report({"accuracy": math.nan}, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse) == {"accuracy": None}
+
+
+def test_architecture_label_names_a_model_or_counts_an_ensembles_members():
+    assert architecture_label({"arch": "resnet18"}) == "resnet18"
+    members = json.dumps([{"arch": "efficientnet_b0"}, {"arch": "resnet18"}, {"arch": "efficientnet_b0"}])
+    assert architecture_label({"arch": ENSEMBLE_ARCH, "members": members}) == \
+        "ensemble: 2× efficientnet_b0, resnet18"
+    assert architecture_label({"arch": ENSEMBLE_ARCH, "members": "not json"}) == "ensemble (members unreadable)"
