@@ -412,14 +412,15 @@ def cmd_explain(args) -> int:
     if not 0 <= args.face < len(faces):
         raise CliError(f"{args.image}: face {args.face} asked for, {len(faces)} found")
     face = faces[args.face]
-    result = explain(classifier, face, method=args.method, target=args.target)[0]
+    result = explain(classifier, face, method=args.method, target=args.target, tta=args.tta)[0]
     figure = cv2.cvtColor(explanation_figure(face, result), cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(Path(args.out).suffix, figure)   # in memory, then written in one go
     if not ok:
         raise CliError(f"could not encode the figure for {args.out}")
     atomic_write_bytes(args.out, encoded.tobytes())   # a reader never sees half an image
     print(f"{args.out}: {result.method} for '{result.target}' (predicted {result.predicted}, "
-          f"p={result.probabilities[result.predicted]:.2f}) on face {args.face} at {found[args.face].box}")
+          f"p={result.probabilities[result.predicted]:.2f}, TTA {args.tta}) on face {args.face} at "
+          f"{found[args.face].box}")
     return 0
 
 
@@ -655,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="default: the bundled checkpoint")
     s.add_argument("--method", default="gradcam", choices=CAM_METHOD_NAMES)
     s.add_argument("--target", help="class to explain (default: the predicted one)")
+    s.add_argument("--tta", nargs="?", const=PHOTO_TTA, default=PHOTO_TTA, choices=TTA_MODES,
+                   help=f"the test-time views the prediction averages over (default {PHOTO_TTA}, as predict's: the "
+                   "class explained is the one predict gives; the map is of the single view)")
     s.add_argument("--face", type=int, default=0, help="which detected face (0: the largest)")
     s.add_argument("--no-detect", action="store_true", help="treat the image as one aligned face crop")
     _add_detection_flags(s, photos=True)

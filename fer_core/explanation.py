@@ -19,6 +19,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from .checkpoint import FerClassifier, LogitSubset
 from .ensemble import EnsembleNet
+from .evaluation import check_tta, predict_split
 from .imaging import display_square
 from .models import cam_target_layer
 
@@ -52,17 +53,20 @@ def cam_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def explain(classifier: FerClassifier, faces: np.ndarray | torch.Tensor, method: str = "gradcam",
-            target: str | int | Sequence[str | int] | None = None, display_size: int = 192) -> list[Explanation]:
+            target: str | int | Sequence[str | int] | None = None, display_size: int = 192,
+            tta: str = "none") -> list[Explanation]:
     """Maps for grey uint8 faces (N, H, W) or one face (H, W); ``target`` (a class name or index, or a list of
-    them, one a face: e.g. the labels ``predict_image`` gave over its test-time views) None explains each
-    face's predicted class."""
+    them, one a face) None explains each face's predicted class. ``tta`` is the test-time views the prediction
+    and probabilities average over (``predict_image``'s default is ``PHOTO_TTA``): with the same mode, the class
+    explained is the one a photo's prediction gave. The map itself is of the face's single view."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    check_tta(tta)
     faces = np.asarray(faces)
     if faces.ndim == 2:
         faces = faces[None]
     names = classifier.class_names
-    probs = classifier.predict_proba(faces)
+    probs = predict_split(classifier, torch.from_numpy(faces), tta)
     predicted = probs.argmax(1)
     if target is None:
         targets = [int(p) for p in predicted]

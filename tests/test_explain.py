@@ -96,6 +96,24 @@ def test_one_target_a_face_explains_each_face_for_its_own_class(effnet, faces):
         explain(effnet, faces, target=["sad", "bored", "fear"])
 
 
+def test_with_test_time_views_it_explains_the_class_a_photo_prediction_gives(effnet, faces):
+    from fer_core.evaluation import predict_split
+
+    views = predict_split(effnet, torch.from_numpy(faces), "flip+crops")
+    out = explain(effnet, faces, method="gradcam", tta="flip+crops")
+    for k, e in enumerate(out):
+        label = effnet.class_names[int(views[k].argmax())]
+        assert e.predicted == e.target == label
+        assert np.allclose([e.probabilities[c] for c in effnet.class_names], views[k], atol=1e-6)
+        single = explain(effnet, faces[k], method="gradcam", target=label)[0]   # the map: of the single view
+        assert np.allclose(e.heatmap, single.heatmap, atol=1e-5)
+    plain = explain(effnet, faces, method="gradcam")
+    assert np.allclose([[e.probabilities[c] for c in effnet.class_names] for e in plain],
+                       effnet.predict_proba(faces), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown TTA mode 'rotate'"):
+        explain(effnet, faces, tta="rotate")
+
+
 def test_one_face_and_display_size(effnet, faces):
     out = explain(effnet, torch.from_numpy(faces[1]), method="gradcam", display_size=96)
     assert len(out) == 1 and out[0].heatmap.shape == (96, 96) and out[0].overlay.shape == (96, 96, 3)
