@@ -17,6 +17,15 @@ METRIC_COLOURS = ("#8fb3ea", "#2a6fdb", "#1d3557")   # calm blues, F1 the darkes
 # reports side by side: blues, teal and greys instead of Plotly's red and orange
 REPORT_COLOURS = ("#2a6fdb", "#2a9d8f", "#8fb3ea", "#1d3557", "#9aa5b8", "#6fc2b6")
 RIGHT_WRONG_COLOURS = {"right": "#2a9d8f", "wrong": "#d08c60"}   # calm: teal and a muted amber
+# one colour an expression on every page (video timelines, the embedding map): muted, distinct; neutral grey
+CLASS_COLOURS = {"angry": "#c0392b", "disgust": "#6a994e", "fear": "#7b52ab", "happy": "#e9a23b",
+                 "sad": "#2a6fdb", "surprise": "#2a9d8f", "neutral": "#8d99ae"}
+OTHER_COLOURS = ("#1d3557", "#d08c60", "#6fc2b6", "#9aa5b8")   # classes of a model trained on other names
+
+
+def class_colour(name: str, index: int) -> str:
+    """The colour of class ``name``, the ``index``-th of its model's (which picks one for a name not in FER-2013)."""
+    return CLASS_COLOURS.get(name, OTHER_COLOURS[index % len(OTHER_COLOURS)])
 
 
 # --- tables ------------------------------------------------------------------------------------

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.charts import RIGHT_WRONG_COLOURS
+from dashboard.charts import RIGHT_WRONG_COLOURS, class_colour
 
-# seven classes told apart at a glance, none of them alarm-red, in FER-2013's class order
-CLASS_PALETTE = ("#d08c60", "#6a994e", "#7b52ab", "#e9c46a", "#2a6fdb", "#2a9d8f", "#9aa5b8", "#1d3557", "#c77dff")
 COLOUR_BY = {"true class": "true", "predicted class": "predicted", "right/wrong": "outcome"}
 
 
@@ -36,7 +34,7 @@ def embedding_scatter(frame: pd.DataFrame, colour_by: str, class_names) -> go.Fi
     column = COLOUR_BY[colour_by]
     groups = ["right", "wrong"] if column == "outcome" else list(class_names)
     colours = (RIGHT_WRONG_COLOURS if column == "outcome"
-               else dict(zip(class_names, CLASS_PALETTE * (len(class_names) // len(CLASS_PALETTE) + 1))))
+               else {name: class_colour(name, k) for k, name in enumerate(class_names)})
     fig = go.Figure()
     for group in groups:
         part = frame[frame[column] == group]

@@ -15,22 +15,15 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import tables
+from dashboard.charts import class_colour
 from dashboard.faces import PREVIEW_SIDE, colour_hex
 from fer_core.detection import as_detector
 from fer_core.imaging import detected_face_crop, fit_within, resize_squares, to_grey
 from fer_core.video import FrameResult, TrackedFace, annotate_frame, box_iou
 
-# one colour an expression, the same in every person's timeline (muted, distinct; neutral grey)
-CLASS_COLOURS = {"angry": "#c0392b", "disgust": "#6a994e", "fear": "#7b52ab", "happy": "#e9a23b",
-                 "sad": "#2a6fdb", "surprise": "#2a9d8f", "neutral": "#8d99ae"}
-OTHER_COLOURS = ("#1d3557", "#d08c60", "#6fc2b6", "#9aa5b8")   # classes of a model trained on other names
 MODES = ("probabilities", "label")
 SUMMARY_VALUES = {"share": "share of the person's frames with each label",
                   "mean_probabilities": "mean probability of each class"}
-
-
-def class_colour(name: str, index: int) -> str:
-    return CLASS_COLOURS.get(name, OTHER_COLOURS[index % len(OTHER_COLOURS)])
 
 
 def class_names(frames: pd.DataFrame) -> list[str]:

@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dashboard.exploration import CLASS_PALETTE, bin_labels  # noqa: E402
-from dashboard.charts import RIGHT_WRONG_COLOURS  # noqa: E402
+from dashboard.charts import RIGHT_WRONG_COLOURS, class_colour  # noqa: E402
+from dashboard.exploration import bin_labels  # noqa: E402
 from fer_core.embedding import load_embedding  # noqa: E402
 from fer_core.slices import load_slices, slices_file  # noqa: E402
 from fer_core.storage import atomic_write_bytes  # noqa: E402
@@ -42,7 +42,7 @@ def embedding_figure(emb: dict):
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 6))
     for k, name in enumerate(emb["class_names"]):
         m = true == k
-        a.scatter(x[m], y[m], s=4, color=CLASS_PALETTE[k], label=f"{name} ({m.sum()})", alpha=0.7)
+        a.scatter(x[m], y[m], s=4, color=class_colour(name, k), label=f"{name} ({m.sum()})", alpha=0.7)
     a.legend(markerscale=3, fontsize=8)
     a.set_title(f"True class ({emb['num_images']:,} {emb['split']} faces, t-SNE)")
     for outcome, m in (("right", true == pred), ("wrong", true != pred)):

@@ -14,7 +14,9 @@ from streamlit.testing.v1 import AppTest
 from test_page_predict import downloads  # noqa: F401  (the download buttons' data, by file name)
 
 from conftest import DETECTABLE_FACE, ROOT, needs_fer
+from dashboard import exploration
 from dashboard import video_views as views
+from dashboard.charts import CLASS_COLOURS
 from fer_core.detection import as_detector
 from fer_core.imaging import to_grey
 from fer_core.predict import face_colour
@@ -78,6 +80,11 @@ def test_probability_timeline_draws_raw_and_smoothed_lines_per_class_with_gaps()
     assert len(fig.data) == 2 * len(CLASSES)                    # a raw and a smoothed line a class
     sad_raw, sad_smooth = [t for t in fig.data if t.legendgroup == "sad"]
     assert sad_raw.opacity < 1 and sad_smooth.line.width > sad_raw.line.width
+    # every page colours an expression alike: the embedding map's "sad" is this one too
+    one_face = pd.DataFrame({"id": ["1"], "x": [0.0], "y": [0.0], "true": ["sad"], "predicted": ["sad"],
+                             "confidence": [0.9], "outcome": ["right"]})
+    scatter = exploration.embedding_scatter(one_face, "true class", list(CLASSES))
+    assert sad_smooth.line.color == scatter.data[CLASSES.index("sad")].marker.color == CLASS_COLOURS["sad"]
     assert np.isnan(np.asarray(sad_smooth.y, float)[4:7]).all()  # away in frames 4-6: a gap, not a line
     assert np.asarray(sad_smooth.y, float)[0] == pytest.approx(0.76)
     assert fig.layout.shapes and fig.layout.shapes[0].x0 == 0.3  # the frame shown below
