@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import macro_f1
+from .metrics import accuracy, macro_f1
 from .storage import atomic_write
 
 # cleanlab's label-quality score: the given label's probability minus the best other class's, mapped to 0-1
@@ -174,7 +174,7 @@ def scores(labels: np.ndarray, predicted: np.ndarray) -> dict:
     absent from the images is left out, not counted as 0)."""
     if not len(labels):
         return {"images": 0, "accuracy": None, "macro_f1": None}
-    return {"images": int(len(labels)), "accuracy": float((labels == predicted).mean()),
+    return {"images": int(len(labels)), "accuracy": accuracy(labels, predicted),
             "macro_f1": macro_f1(labels, predicted)}
 
 

@@ -239,5 +239,3 @@ def choose_weights(log_probs: np.ndarray, labels: np.ndarray, step: float = WEIG
     return {"weights": list(best), "metric": metric, metric: scores[best][0], "nll": scores[best][1],
             f"equal_weights_{metric}": equal[0],
             f"member_{metric}": [score(labels, lp.argmax(1)) for lp in log_probs]}
-
-

@@ -116,7 +116,7 @@ def _explain_face(image, monkeypatch, tmp_path, detect: bool = False) -> np.ndar
     monkeypatch.setattr(FerClassifier, "from_checkpoint", classmethod(lambda cls, path: _Recorder()))
     monkeypatch.setattr(explanation_mod, "explain", record)
     args = SimpleNamespace(image=str(image), checkpoint="stub", no_detect=not detect, face=0, method="gradcam",
-                           target=None, out=str(tmp_path / "cam.png"), detector="yunet", face_model=None,
+                           tta="none", target=None, out=str(tmp_path / "cam.png"), detector="yunet", face_model=None,
                            min_face=None, min_score=None)
     with pytest.raises(Stop):
         cli.cmd_explain(args)
