@@ -600,7 +600,7 @@ def _checkpoint(path: str | None) -> Path:
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import CAM_METHOD_NAMES, PHOTO_TTA, PRESETS, TTA_MODES
+    from .config import PRESETS, TTA_MODES
 
     p = argparse.ArgumentParser(prog="python -m fer_core", description="FER Studio: facial expression recognition "
                                 "on FER-2013 (train, evaluate, explain, predict).")
@@ -638,6 +638,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_calibrate_parser(sub)
 
+    _add_photo_parsers(sub)
+    _add_export_parser(sub)
+    _add_ensemble_parser(sub)
+    _add_audit_parser(sub)
+    _add_exploration_parsers(sub)
+    _add_serve_parser(sub)
+    _add_video_parser(sub)
+    return p
+
+
+def _add_photo_parsers(sub) -> None:
+    """``predict`` and ``explain``: faces found in photos, with the same detection flags and test-time views."""
+    from .config import CAM_METHOD_NAMES, PHOTO_TTA, TTA_MODES
+
     s = sub.add_parser("predict", help="detect faces in photos and classify their expressions")
     s.add_argument("images", nargs="+", help="image files or folders")
     s.add_argument("--checkpoint", help="a .safetensors checkpoint or an exported .onnx (default: the bundled one)")
@@ -664,14 +678,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detection_flags(s, photos=True)
     s.add_argument("--out", required=True, help="output PNG")
     s.set_defaults(func=cmd_explain)
-
-    _add_export_parser(sub)
-    _add_ensemble_parser(sub)
-    _add_audit_parser(sub)
-    _add_exploration_parsers(sub)
-    _add_serve_parser(sub)
-    _add_video_parser(sub)
-    return p
 
 
 def _add_export_parser(sub) -> None:
