@@ -51,9 +51,10 @@ def load_images(data: Path, img_size: int, num_classes_default: int = 7):
 
 
 class Trainer:
-    """fer_core.training's model step (CPU, so no autocast; the disabled GradScaler is kept as there)."""
+    """fer_core.training's model step on the CPU (the disabled GradScaler is kept as there)."""
 
     def __init__(self, cfg: TrainConfig, num_classes: int, counts: list[int], total_steps: int):
+        """With ``cfg.cpu_bf16`` the forward pass runs in bfloat16 autocast, as in fer_core.training."""
         from timm.utils import ModelEmaV3
 
         torch.manual_seed(cfg.seed)
@@ -75,7 +76,9 @@ class Trainer:
         factor = lr_factor(step, self.total_steps, 0, cfg.min_lr_ratio) * self.guard.lr_scale
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
-        logits = self.model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.cpu_bf16):
+            logits = self.model(x)
+        logits = logits.float()
         loss = soft_target_loss(logits, soft, self.weights)
         self.optimizer.zero_grad(set_to_none=True)
         if self.guard.ok(bool(torch.isfinite(loss).item())):

@@ -55,6 +55,8 @@ _TRAIN_HELP = {
     "weights": "local ImageNet-style weights file (safetensors or state dict) to start from",
     "teacher": "a trained .safetensors checkpoint whose flip-averaged probabilities join the targets "
                "(knowledge distillation; it must know every trained class)",
+    "cpu_bf16": "train in bfloat16 autocast on the CPU (fast on CPUs with native bf16, e.g. AVX512-BF16; "
+                "slower for EfficientNet)",
     "distill_weight": "the teacher's share of the targets, 0-1 (default 0.5; with --teacher only)",
 }
 

@@ -73,6 +73,9 @@ class TrainConfig:
     nonfinite_lr_cut: float = 0.5
     seed: int = 0
     amp: bool = True                          # mixed precision on CUDA
+    # bfloat16 autocast on the CPU: ResNet-18 trains 1.7x faster on a CPU with native bf16 (AVX512-BF16), but
+    # EfficientNet-B0's depthwise convolutions run slower in it (docs/BENCHMARKS.md), so it is opt-in
+    cpu_bf16: bool = False
     threads: int = 0                          # torch CPU threads (0: default)
     max_train_images: int = 0                 # a seeded random subset of Training (0: all)
     teacher: str | None = None                # a trained checkpoint to distil from (knowledge distillation)

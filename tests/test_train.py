@@ -497,6 +497,28 @@ def test_head_only_epoch_leaves_the_backbone_untouched(tmp_path, synthetic, monk
     assert not torch.equal(final["classifier.weight"], initial["classifier.weight"])
 
 
+@pytest.mark.parametrize("cpu_bf16,expected", [(False, torch.float32), (True, torch.bfloat16)])
+def test_cpu_bf16_runs_the_forward_pass_in_bfloat16_and_keeps_fp32_weights(tmp_path, synthetic, monkeypatch,
+                                                                          cpu_bf16, expected):
+    data, ds = synthetic
+    forward_dtypes, real_create = set(), setup_mod.create_model
+
+    def hooked_create(*args, **kwargs):
+        model = real_create(*args, **kwargs)
+        model.register_forward_hook(lambda m, inputs, out: forward_dtypes.add(out.dtype) if m.training else None)
+        return model
+
+    monkeypatch.setattr(setup_mod, "create_model", hooked_create)
+    run = train(_cfg(data, epochs=1, cpu_bf16=cpu_bf16), runs_root=tmp_path, run_id="bf16", dataset=ds,
+                progress=False)
+    assert forward_dtypes == {expected}
+    row = run.metrics()[0]
+    assert np.isfinite(row["train_loss"]) and row["nonfinite_steps"] == 0
+    weights, _ = read_tensors(run.best_checkpoint)
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
+    assert read_metadata(run.best_checkpoint)["config"]["cpu_bf16"] is cpu_bf16
+
+
 def test_exploding_learning_rate_raises_training_diverged(tmp_path, synthetic):
     data, ds = synthetic
     cfg = _cfg(data, lr=1e30, max_nonfinite=3, mixup_alpha=0.0)

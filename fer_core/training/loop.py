@@ -306,6 +306,7 @@ def train_step(parts: TrainingParts, ddp_model: torch.nn.Module, data: TrainData
         class_w = None
     with torch.autocast(device.type, dtype=parts.amp_dtype, enabled=parts.use_amp):
         logits = ddp_model(x)
+    logits = logits.float()   # the loss in full precision, whatever autocast computed the logits in
     loss = soft_target_loss(logits, soft, class_w, sample_w)
     parts.optimizer.zero_grad(set_to_none=True)
     if not parts.guard.ok(not d.any(not torch.isfinite(loss).item()), where):

@@ -102,6 +102,16 @@ class TrainingParts:
                               cfg.to_dict(), epoch, metrics)
 
 
+def autocast_mode(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
+    """(autocast on?, its dtype): fp16 or bf16 on CUDA with ``amp``; bf16 on the CPU with ``cpu_bf16``."""
+    if device.type == "cpu":
+        if cfg.cpu_bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.warning("--cpu-bf16: this CPU has no native bfloat16, so training will be slower, not faster")
+        return cfg.cpu_bf16, torch.bfloat16
+    use_amp = cfg.amp and device.type == "cuda"
+    return use_amp, torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+
 def build_parts(cfg: TrainConfig, data: TrainData, device: torch.device) -> TrainingParts:
     num_classes = data.dataset.num_classes
     model = create_model(cfg.model, num_classes=num_classes, pretrained=cfg.pretrained, weights_path=cfg.weights,
@@ -113,8 +123,7 @@ def build_parts(cfg: TrainConfig, data: TrainData, device: torch.device) -> Trai
     # the last clean_epochs fit the undistorted data (as YOLOX drops mosaic and mixup at the end)
     clean_cfg = dataclasses.replace(cfg, mixup_alpha=0.0, cutmix_alpha=0.0, erase_prob=0.0)
     teacher = Teacher(cfg.teacher, data.dataset.class_names, device) if cfg.teacher else None
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp, amp_dtype = autocast_mode(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     return TrainingParts(cfg, model, optimizer, ema, NonFiniteLossGuard(cfg.max_nonfinite, cfg.nonfinite_lr_cut),
                          Augmentation.of(cfg, num_classes), Augmentation.of(clean_cfg, num_classes), teacher,
