@@ -178,3 +178,15 @@ def test_ensemble_headroom_bias_cv_recovers_a_shifted_threshold_and_finds_none_w
     moved = headroom.bias_cv(shifted, y, 1, grid, repeats=5)
     assert moved["gain"] > 0.05 and 0.7 <= moved["median_bias"] <= 1.5
     assert moved["f1"] < fair["f1"] and moved["best_f1_in_sample"] > moved["f1"]
+
+
+def test_cpu_bf16_bench_times_both_precisions_of_each_model(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_bf16.py"), "--data", str(tmp_path / "absent"),
+                          "--models", "resnet18", "--steps", "1", "--warmup", "0", "--threads", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"native bfloat16: (yes|no)", out.stdout)
+    row = re.search(r"^resnet18\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out.stdout, re.M)
+    assert row, out.stdout
+    fp32, bf16, ratio = map(float, row.groups())
+    assert fp32 > 0 and bf16 > 0 and ratio == pytest.approx(bf16 / fp32, abs=0.01)
