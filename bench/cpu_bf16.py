@@ -23,7 +23,7 @@ from train_throughput import Trainer, load_images  # bench/ is the script's own 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from fer_core.config import TrainConfig  # noqa: E402
-from fer_core.training import BatchAugment, TargetMixer  # noqa: E402
+from fer_core.training import BatchAugment, TargetMixer, native_cpu_bf16  # noqa: E402
 
 PRESET_OF = {"resnet18": "fer2013-resnet18", "efficientnet_b0": "fer2013-effnet-b0"}
 
@@ -77,7 +77,7 @@ def main() -> int:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native = native_cpu_bf16()
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bfloat16: {'yes' if native else 'no'}; "
           f"{torch.get_num_threads()} torch thread(s); {args.steps} timed steps of each, rounds of {args.round}")
     print(f"\n{'model (preset settings)':<28}{'fp32 img/s':>12}{'bf16 img/s':>12}{'bf16/fp32':>11}")

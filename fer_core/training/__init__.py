@@ -16,10 +16,11 @@ from ..config import PRESETS, TrainConfig  # noqa: F401  (the documented `from f
 from .augment import BatchAugment
 from .guard import NonFiniteLossGuard, TrainingDiverged
 from .loop import TrainingStopped, train, validate
+from .setup import native_cpu_bf16
 from .schedule import apply_unfreezing, lr_factor, param_groups, set_frozen_bn_eval, unfrozen_stage_count
 from .targets import TargetMixer, class_weights, soft_target_loss
 from .teacher import Teacher
 
 __all__ = ["PRESETS", "BatchAugment", "NonFiniteLossGuard", "TargetMixer", "Teacher", "TrainConfig",
-           "TrainingDiverged", "TrainingStopped", "apply_unfreezing", "class_weights", "lr_factor", "param_groups",
-           "set_frozen_bn_eval", "soft_target_loss", "train", "unfrozen_stage_count", "validate"]
+           "TrainingDiverged", "TrainingStopped", "apply_unfreezing", "class_weights", "lr_factor", "native_cpu_bf16",
+           "param_groups", "set_frozen_bn_eval", "soft_target_loss", "train", "unfrozen_stage_count", "validate"]

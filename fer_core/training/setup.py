@@ -102,10 +102,15 @@ class TrainingParts:
                               cfg.to_dict(), epoch, metrics)
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where ``cpu_bf16`` pays."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def autocast_mode(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
     """(autocast on?, its dtype): fp16 or bf16 on CUDA with ``amp``; bf16 on the CPU with ``cpu_bf16``."""
     if device.type == "cpu":
-        if cfg.cpu_bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if cfg.cpu_bf16 and not native_cpu_bf16():
             log.warning("--cpu-bf16: this CPU has no native bfloat16, so training will be slower, not faster")
         return cfg.cpu_bf16, torch.bfloat16
     use_amp = cfg.amp and device.type == "cuda"
