@@ -1,4 +1,4 @@
-"""Model factory: EfficientNet-B0 (default) and ResNet-18/50 baselines from ``timm``.
+"""Model factory: EfficientNet-B0 (default), ResNet-18/50 baselines and RepVGG-A0 from ``timm``.
 
 Grey input: the stem takes one channel (``in_chans=1``). Pretrained RGB stems are adapted by
 summing their three input filters (timm's ``adapt_input_conv``), which gives the same response to
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models.byobnet import ByobNet
 from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import ResNet
 from torch import nn
@@ -192,10 +193,21 @@ def _resnet_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
             ("layer3", m.layer3), ("layer4", m.layer4), ("classifier", m.get_classifier())]
 
 
+def _byobnet_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [("stem", m.stem), *[(f"stage{i}", s) for i, s in enumerate(m.stages)], ("final_conv", m.final_conv),
+            ("classifier", m.get_classifier())]
+
+
+def _byobnet_cam_layer(m: nn.Module) -> nn.Module:
+    # RepVGG has no final 1x1 conv (an Identity): its last stage is the last convolutional layer
+    return m.stages[-1] if isinstance(m.final_conv, nn.Identity) else m.final_conv
+
+
 # One entry per family; the names of config.MODEL_NAMES are timm models of these classes.
 ARCHITECTURES: dict[type[nn.Module], Architecture] = {
     EfficientNet: Architecture(_efficientnet_stages, cam_layer=lambda m: m.bn2),
     ResNet: Architecture(_resnet_stages, cam_layer=lambda m: m.layer4[-1]),
+    ByobNet: Architecture(_byobnet_stages, cam_layer=_byobnet_cam_layer),
 }
 
 
