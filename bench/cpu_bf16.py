@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from fer_core.config import TrainConfig  # noqa: E402
 from fer_core.training import BatchAugment, TargetMixer, native_cpu_bf16  # noqa: E402
 
-PRESET_OF = {"resnet18": "fer2013-resnet18", "efficientnet_b0": "fer2013-effnet-b0"}
+PRESET_OF = {"resnet18": "fer2013-resnet18", "efficientnet_b0": "fer2013-effnet-b0", "repvgg_a0": "fer2013-repvgg-a0"}
 
 
 def premade_batches(cfg: TrainConfig, images, labels, num_classes: int, count: int = 4):
@@ -69,7 +69,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fer2013",
                    help="FER-2013 (default: ../shared/data/fer2013 from the repo root); random data when absent")
-    p.add_argument("--models", default="resnet18,efficientnet_b0", help="comma-separated (default: both)")
+    p.add_argument("--models", default=",".join(PRESET_OF), help="comma-separated (default: all three)")
     p.add_argument("--steps", type=int, default=20, help="timed steps of each precision (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps of each first (default 2)")
     p.add_argument("--round", type=int, default=5, help="steps a round; the two alternate (default 5)")

@@ -152,12 +152,13 @@ class FerClassifier(ClassifierBase):
 
             model = build_ensemble_net(path, meta, device)
         else:
-            from .models import create_model  # timm: imported only when a model is built
+            from .models import create_model, fused_for_inference  # timm: imported only when a model is built
 
             model = create_model(meta["arch"], num_classes=len(meta["class_names"]), img_size=meta["img_size"],
                                  output_stride=meta["output_stride"], drop_rate=meta["drop_rate"])
             state, _ = read_tensors(path)
             _load_weights(model, state, path, meta["arch"])
+            model = fused_for_inference(model.eval())
         model.to(device).eval().to(memory_format=torch.channels_last)
         return cls(model, tuple(meta["class_names"]), meta["img_size"], meta["mean"][0], meta["std"][0],
                    meta["arch"], meta, str(path), calibration)

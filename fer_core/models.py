@@ -75,6 +75,15 @@ def create_model(name: str = "efficientnet_b0", num_classes: int = 7, pretrained
     return _reduce_stride(model, output_stride)
 
 
+def fused_for_inference(model: nn.Module) -> nn.Module:
+    """The model with its training-time branches folded into single convolutions, in place (RepVGG's 3x3, 1x1 and
+    identity branches into one 3x3 each: the same outputs for less compute). A no-op for families without them.
+    Its state dict no longer matches a checkpoint's, so only models built to answer, never to train, are fused."""
+    from timm.utils import reparameterize_model
+
+    return reparameterize_model(model, inplace=True)
+
+
 def _init_head(model: nn.Module) -> nn.Module:
     """A new classifier starts near zero, so the first loss is about ln(num_classes). timm's
     EfficientNet head init (uniform in +-1/sqrt(num_classes)) suits 1,000 classes; for 7 it gives

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from fer_core import models
 from fer_core.models import (ARCHITECTURES, MODEL_NAMES, Architecture, ModelError, architecture_of, cam_target_layer,
-                             create_model, default_output_stride, stage_modules)
+                             create_model, default_output_stride, fused_for_inference, stage_modules)
 
 
 @pytest.fixture(autouse=True)
@@ -252,3 +252,23 @@ def test_a_new_family_is_one_table_entry(monkeypatch):
     assert model(torch.randn(2, 1, 48, 48)).shape == (2, 4)
     assert [n for n, _ in stage_modules(model)][-2:] == ["conv_head", "classifier"]
     assert cam_target_layer(model) is model.blocks[-1]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_fusing_for_inference_keeps_the_outputs(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, img_size=48)
+    for m in model.modules():   # BN statistics away from the defaults, so a wrong fold shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(4, 1, 48, 48)
+    with torch.no_grad():
+        before = model(x)
+        fused = fused_for_inference(model)
+        after = fused(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in fused.modules())
+    if name == "repvgg_a0":   # one 3x3 convolution left in each of its 22 blocks
+        assert convs == 22
