@@ -158,7 +158,7 @@ class FerClassifier(ClassifierBase):
                                  output_stride=meta["output_stride"], drop_rate=meta["drop_rate"])
             state, _ = read_tensors(path)
             _load_weights(model, state, path, meta["arch"])
-            model = fused_for_inference(model.eval())
+            model = fused_for_inference(model)
         model.to(device).eval().to(memory_format=torch.channels_last)
         return cls(model, tuple(meta["class_names"]), meta["img_size"], meta["mean"][0], meta["std"][0],
                    meta["arch"], meta, str(path), calibration)
