@@ -2,7 +2,8 @@
 
 Each report (``python -m fer_core evaluate ... --json R.json``) keeps every image's probabilities.
 This script scores the logit ensemble (mean log-probability) of every subset of the models, which
-bounds what averaging their weights or distilling them into one model can be expected to reach,
+bounds what averaging their weights or distilling them into one model can be expected to reach;
+how alike each pair's mistakes are (an ensemble gains from members that err on different faces);
 and, with ``--bias-class``, a per-class logit bias tuned by repeated 2-fold cross-validation on the
 same split: the honest gain of moving one class's decision threshold.
 
@@ -73,6 +74,19 @@ def subset_scores(names: list[str], y: np.ndarray,
     return out
 
 
+def error_overlap(names: list[str], y: np.ndarray,
+                  logps: dict[str, np.ndarray]) -> list[tuple[str, str, float, float, float]]:
+    """(a, b, share of images both get wrong, share they answer differently, correlation of their errors) for
+    every pair: the correlation is 1 for models wrong on the same faces, 0 for independent mistakes."""
+    pred = {n: logps[n].argmax(1) for n in names}
+    out = []
+    for a, b in itertools.combinations(names, 2):
+        wrong_a, wrong_b = pred[a] != y, pred[b] != y
+        alike = np.corrcoef(wrong_a, wrong_b)[0, 1] if wrong_a.std() and wrong_b.std() else float("nan")
+        out.append((a, b, float(np.mean(wrong_a & wrong_b)), float(np.mean(pred[a] != pred[b])), float(alike)))
+    return out
+
+
 def bias_cv(logp: np.ndarray, y: np.ndarray, cls: int, grid: np.ndarray, repeats: int = 50,
             seed: int = 0) -> dict:
     """Add a bias to class ``cls``'s logit, chosen from ``grid`` by macro-F1 on one half of the images
@@ -131,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {' + '.join(combo)}: {acc:.2%} / {f1:.4f}")
     best = max(results, key=lambda r: r[2])
     print(f"headroom over the best single model: {best[2] - best_single:+.4f} macro-F1")
+    if len(names) > 1:
+        print("\n| pair | both wrong | answers differ | error correlation |\n|---|---:|---:|---:|")
+        for a, b, both, differ, alike in error_overlap(names, y, logps):
+            print(f"| {a} / {b} | {both:.2%} | {differ:.2%} | {alike:.3f} |")
     if args.bias_class:
         if args.bias_class not in classes:
             print(f"error: {args.bias_class!r} is not one of {', '.join(classes)}", file=sys.stderr)

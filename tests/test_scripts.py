@@ -156,6 +156,7 @@ def test_ensemble_headroom_finds_the_pair_that_corrects_each_other(tmp_path):
     assert "| a | 50.00% |" in text and "| bee | 50.00% |" in text
     assert "| best of 2: a + bee | 100.00% | 1.0000 |" in text
     assert "headroom over the best single model: +0." in text
+    assert "| a / bee | 0.00% | 100.00% | -1.000 |" in text       # each wrong exactly where the other is right
 
     # a report on other images is refused with the reason
     save_report({**build_report(y[:6], a[:6], names), "split": "PublicTest", "tta": "none"}, tmp_path / "c.json")
