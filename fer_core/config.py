@@ -138,8 +138,8 @@ PRESETS: dict[str, dict] = {
                                          unfreeze_head_epochs=1, unfreeze_every=1, mixup_alpha=0.2,
                                          label_smoothing=0.1, drop_rate=0.3, ema_decay=0.999),
     "fer2013-resnet18": dict(model="resnet18", **_DENSE_CNN_RECIPE),
-    # A plain VGG-style network (3x3 convolutions, with 1x1 and identity branches while training): it errs
-    # differently from the two above, which is what an ensemble member is for (docs/RESULTS.md)
+    # A plain VGG-style network (3x3 convolutions, with 1x1 and identity branches while training), tried as an
+    # ensemble member of another family; at 64 px from scratch it errs much as the two above do (docs/RESULTS.md)
     "fer2013-repvgg-a0": dict(model="repvgg_a0", **_DENSE_CNN_RECIPE),
     # A smoke test: a couple of minutes on a laptop CPU; it checks that training runs, not what it learns (the Train
     # page says so: PRESET_NOTES).
@@ -154,7 +154,7 @@ PRESET_NOTES: dict[str, str] = {
     "fer2013-effnet-b0-pretrained": "Fine-tunes ImageNet weights (downloaded, or a local file through --weights): "
                                     "96 px, the head first, then one stage at a time.",
     "fer2013-resnet18": "The ResNet-18 baseline with the bundled model's recipe.",
-    "fer2013-repvgg-a0": "RepVGG-A0 (a plain VGG-style network) with the bundled model's recipe: an ensemble member.",
+    "fer2013-repvgg-a0": "RepVGG-A0 (a plain VGG-style network) with the bundled model's recipe.",
     "quick": "A smoke test: 2 epochs of 2,000 training images at 48 px, to check that training works on this "
              "machine. Its model learns little.",
 }
