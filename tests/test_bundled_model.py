@@ -94,13 +94,18 @@ ENSEMBLE_4CLASS = BUNDLED_DIR / "fer2013_4class_ensemble.safetensors"
 needs_ensemble = pytest.mark.skipif(not ENSEMBLE_4CLASS.exists(), reason=f"no 4-class ensemble at {ENSEMBLE_4CLASS}")
 
 
-@pytest.mark.skipif(not RESNET18.exists(), reason=f"no ResNet-18 checkpoint at {RESNET18}")
-def test_resnet18_checkpoint_metadata_and_reports():
-    meta = read_metadata(RESNET18)
+RESNET18_MEMBERS = (RESNET18, BUNDLED_DIR / "fer2013_resnet18_s4.safetensors")
+
+
+@pytest.mark.parametrize("checkpoint", RESNET18_MEMBERS, ids=lambda path: path.stem)
+def test_resnet18_checkpoint_metadata_and_reports(checkpoint):
+    if not checkpoint.exists():
+        pytest.skip(f"no ResNet-18 checkpoint at {checkpoint}")
+    meta = read_metadata(checkpoint)
     assert meta["arch"] == "resnet18" and tuple(meta["class_names"]) == FER2013_CLASSES
-    assert meta["config"]["preset"] == "fer2013-resnet18" and RESNET18.stat().st_size < 25e6
+    assert meta["config"]["preset"] == "fer2013-resnet18" and checkpoint.stat().st_size < 25e6
     for split in ("PublicTest", "PrivateTest"):
-        report = load_report(RESNET18.with_name(f"{RESNET18.stem}.{split}.json"))
+        report = load_report(checkpoint.with_name(f"{checkpoint.stem}.{split}.json"))
         assert report["split"] == split and report["num_images"] == 3589 and report["tta"] == "none"
 
 
