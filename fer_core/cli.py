@@ -434,7 +434,7 @@ def cmd_export(args) -> int:
         return _export_onnx(args)
     if args.classes:
         raise CliError("--classes restricts an ONNX export (OUT.onnx); a .safetensors copy keeps every class")
-    from .checkpoint import read_tensors, save_checkpoint
+    from .checkpoint import ema_weights, read_tensors, save_checkpoint
     from .config import ENSEMBLE_ARCH
     from .storage import read_metadata
 
@@ -442,7 +442,12 @@ def cmd_export(args) -> int:
     if meta["arch"] == ENSEMBLE_ARCH:
         raise CliError(f"{args.checkpoint} is an ensemble: it names its members' files and holds no weights to copy; "
                        "export OUT.onnx for one self-contained file")
-    model_state, _ = read_tensors(args.checkpoint)
+    model_state, train_state = read_tensors(args.checkpoint)
+    if args.ema:
+        model_state = ema_weights(train_state)
+        if not model_state:
+            raise CliError(f"{args.checkpoint} holds no EMA weights: --ema copies them from a run's last checkpoint "
+                           "(best already holds them; a run with --ema-decay 0 keeps none)")
     raw = {k: v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
            for k, v in meta.items() if k not in ("optimizer_groups", "progress")}
     save_checkpoint(args.out, model_state, raw, half=args.half)
@@ -467,6 +472,8 @@ def _export_onnx(args) -> int:
 
     if args.half:
         raise CliError("--half makes an fp16 .safetensors copy; an ONNX graph is exported in fp32")
+    if args.ema:
+        raise CliError("--ema makes a .safetensors copy of a last checkpoint's EMA weights; export that copy to ONNX")
     classifier = FerClassifier.from_checkpoint(args.checkpoint)
     if args.classes:
         classifier = classifier.restricted_to(parse_class_list(args.classes))
@@ -690,6 +697,9 @@ def _add_export_parser(sub) -> None:
     s.add_argument("--half", action="store_true", help="store floating-point weights as fp16 (.safetensors only)")
     s.add_argument("--classes", help="an ONNX model choosing among these classes only, comma-separated")
     s.add_argument("--data", help="faces to check the ONNX graph on (default: FER-2013 where found, else synthetic)")
+    s.add_argument("--ema", action="store_true",
+                   help="copy the EMA weights of a run's last checkpoint (those its validation figures and best come "
+                        "from) rather than the raw weights training goes on from (.safetensors only)")
     s.set_defaults(func=cmd_export)
 
 

@@ -121,6 +121,27 @@ def test_fp32_fp16_and_last_checkpoints_load(tmp_path, weights, half):
     assert probs.shape == (2, 3) and np.isfinite(probs).all()
 
 
+def test_export_ema_copies_the_weights_a_run_validates_not_the_raw_ones(tmp_path, weights, capsys):
+    from fer_core import cli
+    from fer_core.checkpoint import EMA_PREFIX
+
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
+    last = save(tmp_path / "last.safetensors", weights, train_state={EMA_PREFIX + k: v for k, v in ema.items()},
+                optimizer_groups=json.dumps([{"lr": 1e-3}]), progress=json.dumps({"epoch": 1, "batch": 0}))
+    assert cli.main(["export", str(last), str(tmp_path / "ema.safetensors"), "--ema"]) == 0
+    assert cli.main(["export", str(last), str(tmp_path / "raw.safetensors")]) == 0
+    for name, expected in (("ema", ema), ("raw", weights)):
+        copied, state = read_tensors(tmp_path / f"{name}.safetensors")
+        assert state == {} and copied.keys() == expected.keys()
+        assert all(torch.equal(copied[k], expected[k]) for k in expected), name
+    assert "progress" not in read_metadata(tmp_path / "ema.safetensors")
+
+    best = save(tmp_path / "best.safetensors", weights)
+    assert cli.main(["export", str(best), str(tmp_path / "never.safetensors"), "--ema"]) == 2
+    assert "best.safetensors holds no EMA weights" in capsys.readouterr().err
+    assert not (tmp_path / "never.safetensors").exists()
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_weights_are_refused(tmp_path, weights, bad):
     broken = {**weights, "bn2.running_var": weights["bn2.running_var"].clone()}
