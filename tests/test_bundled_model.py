@@ -94,7 +94,8 @@ ENSEMBLE_4CLASS = BUNDLED_DIR / "fer2013_4class_ensemble.safetensors"
 needs_ensemble = pytest.mark.skipif(not ENSEMBLE_4CLASS.exists(), reason=f"no 4-class ensemble at {ENSEMBLE_4CLASS}")
 
 
-RESNET18_MEMBERS = (RESNET18, BUNDLED_DIR / "fer2013_resnet18_s4.safetensors")
+RESNET18_MEMBERS = (RESNET18, BUNDLED_DIR / "fer2013_resnet18_s4.safetensors",
+                    BUNDLED_DIR / "fer2013_resnet18_s5.safetensors")
 
 
 @pytest.mark.parametrize("checkpoint", RESNET18_MEMBERS, ids=lambda path: path.stem)
