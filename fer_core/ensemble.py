@@ -220,8 +220,9 @@ def weight_grid(members: int, step: float = WEIGHT_STEP) -> list[tuple[float, ..
 
 def choose_weights(log_probs: np.ndarray, labels: np.ndarray, step: float = WEIGHT_STEP,
                    metric: str = "accuracy") -> dict:
-    """The grid weighting (``weight_grid``) with the best ``metric`` (accuracy or macro_f1) on a validation split,
-    ties broken by the lower log-loss; with each member's own score and the equal weighting's, for the record."""
+    """The weighting with the best ``metric`` (accuracy or macro_f1) on a validation split, ties broken by the lower
+    log-loss, among the grid (``weight_grid``) and the equal weighting; with each member's own score and the equal
+    weighting's, for the record."""
     if metric not in SCORES:
         raise ValueError(f"metric must be one of {', '.join(SCORES)}, not {metric!r}")
     labels = np.asarray(labels)
@@ -232,10 +233,13 @@ def choose_weights(log_probs: np.ndarray, labels: np.ndarray, step: float = WEIG
         mixed = mixed - np.logaddexp.reduce(mixed, axis=1, keepdims=True)
         return score(labels, mixed.argmax(1)), float(-mixed[np.arange(len(labels)), labels].mean())
 
-    grid = weight_grid(len(log_probs), step) if len(log_probs) > 1 else [(1.0,)]
-    scores = {w: scored(w) for w in grid}
-    best = max(grid, key=lambda w: (scores[w][0], -scores[w][1]))
-    equal = scored([1 / len(log_probs)] * len(log_probs))
+    # The equal weighting is a candidate too: unless there are 2, 5 or 10 members it is off a grid in tenths,
+    # and the chooser must never pick a weighting that scores below the baseline it reports.
+    equal_weights = (1 / len(log_probs),) * len(log_probs)
+    candidates = [*weight_grid(len(log_probs), step), equal_weights] if len(log_probs) > 1 else [(1.0,)]
+    scores = {w: scored(w) for w in candidates}
+    best = max(candidates, key=lambda w: (scores[w][0], -scores[w][1]))
+    equal = scores[equal_weights]
     return {"weights": list(best), "metric": metric, metric: scores[best][0], "nll": scores[best][1],
             f"equal_weights_{metric}": equal[0],
             f"member_{metric}": [score(labels, lp.argmax(1)) for lp in log_probs]}

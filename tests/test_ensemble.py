@@ -131,6 +131,19 @@ def test_weights_are_chosen_on_a_grid_by_validation_accuracy():
     assert choice["member_accuracy"][1] == 1.0 and choice["member_accuracy"][0] < 0.5
 
 
+def test_the_equal_weighting_is_a_candidate_even_off_the_grid():
+    # Two classes; each face's margins (log p(true) - log p(other)) per member are such that the three members
+    # weighted equally get all four faces right, and any weighting in tenths (which cannot be equal for three)
+    # gets at least one wrong: faces 1-2 need w1 == w2, faces 3-4 need w2 == w3, within 0.01.
+    delta = 0.01
+    margins = np.array([[1, -1, 0], [-1, 1, 0], [0, 1, -1], [0, -1, 1]], dtype=float) + delta
+    log_probs = np.stack([-np.logaddexp(0, -margins), -np.logaddexp(0, margins)], axis=-1).transpose(1, 0, 2)
+    labels = np.zeros(4, dtype=int)
+    choice = choose_weights(log_probs, labels)
+    assert choice["weights"] == pytest.approx([1 / 3] * 3)
+    assert choice["accuracy"] == choice["equal_weights_accuracy"] == 1.0
+
+
 def test_explain_gives_a_map_per_member_and_their_mean(members, tmp_path, faces):
     from fer_core.explanation import explain
 
