@@ -236,7 +236,7 @@ def choose_weights(log_probs: np.ndarray, labels: np.ndarray, step: float = WEIG
     # The equal weighting is a candidate too: unless there are 2, 5 or 10 members it is off a grid in tenths,
     # and the chooser must never pick a weighting that scores below the baseline it reports.
     equal_weights = (1 / len(log_probs),) * len(log_probs)
-    candidates = [*weight_grid(len(log_probs), step), equal_weights] if len(log_probs) > 1 else [(1.0,)]
+    candidates = [*weight_grid(len(log_probs), step), equal_weights]
     scores = {w: scored(w) for w in candidates}
     best = max(candidates, key=lambda w: (scores[w][0], -scores[w][1]))
     equal = scores[equal_weights]
