@@ -110,17 +110,24 @@ def test_resnet18_checkpoint_metadata_and_reports(checkpoint):
         assert report["split"] == split and report["num_images"] == 3589 and report["tta"] == "none"
 
 
-@needs_ensemble
-def test_four_class_ensemble_names_the_bundled_members_by_hash_and_loads():
-    """The ensemble file holds no weights: it names three bundled files, which must be there, unchanged."""
-    meta = read_metadata(ENSEMBLE_4CLASS)
+def assert_names_its_members_and_loads(ensemble, member_files: list[str]) -> dict:
+    """An ensemble file holds no weights: it names bundled files, which must be there, unchanged (loading checks
+    each member's SHA-256), weighted to one on PublicTest; returns its metadata for further checks."""
+    meta = read_metadata(ensemble)
     members = json.loads(meta["members"])
-    assert meta["arch"] == "ensemble" and meta["class_names"] == ["angry", "disgust", "fear", "happy"]
-    assert [m["file"] for m in members] == [FOUR_CLASS.name, RESNET18.name, BUNDLED.name]
+    assert meta["arch"] == "ensemble"
+    assert [m["file"] for m in members] == member_files
     assert sum(m["weight"] for m in members) == pytest.approx(1.0)
     assert meta["metrics"]["weights_chosen"]["split"] == "PublicTest"
-    classifier = FerClassifier.from_checkpoint(ENSEMBLE_4CLASS)   # checks each member's SHA-256
+    classifier = FerClassifier.from_checkpoint(ensemble)
     assert list(classifier.class_names) == meta["class_names"]
+    return meta
+
+
+@needs_ensemble
+def test_four_class_ensemble_names_the_bundled_members_by_hash_and_loads():
+    meta = assert_names_its_members_and_loads(ENSEMBLE_4CLASS, [FOUR_CLASS.name, RESNET18.name, BUNDLED.name])
+    assert meta["class_names"] == ["angry", "disgust", "fear", "happy"]
     assert ENSEMBLE_4CLASS.with_name(f"{ENSEMBLE_4CLASS.stem}.calibration.json").exists()
 
 
@@ -142,16 +149,9 @@ needs_7class_ensemble = pytest.mark.skipif(not ENSEMBLE.exists(), reason=f"no 7-
 
 @needs_7class_ensemble
 def test_ensemble_names_the_bundled_members_by_hash_and_loads():
-    """The 7-class ensemble holds no weights: it names the bundled B0 and three ResNet-18 files, which must be
-    there, unchanged, with weights chosen on PublicTest and a temperature fitted there for each TTA mode scored."""
-    meta = read_metadata(ENSEMBLE)
-    members = json.loads(meta["members"])
-    assert meta["arch"] == "ensemble" and tuple(meta["class_names"]) == FER2013_CLASSES
-    assert [m["file"] for m in members] == [BUNDLED.name] + [path.name for path in RESNET18_MEMBERS[1:]]
-    assert sum(m["weight"] for m in members) == pytest.approx(1.0)
-    assert meta["metrics"]["weights_chosen"]["split"] == "PublicTest"
-    classifier = FerClassifier.from_checkpoint(ENSEMBLE)   # checks each member's SHA-256
-    assert tuple(classifier.class_names) == FER2013_CLASSES
+    """The bundled B0 and the seed-4, -5 and -6 ResNet-18s, with a PublicTest temperature for each TTA mode scored."""
+    meta = assert_names_its_members_and_loads(ENSEMBLE, [BUNDLED.name] + [path.name for path in RESNET18_MEMBERS[1:]])
+    assert tuple(meta["class_names"]) == FER2013_CLASSES
     calibration = json.loads(ENSEMBLE.with_name(f"{ENSEMBLE.stem}.calibration.json").read_text())
     assert {mode: fit["fit"]["split"] for mode, fit in calibration["modes"].items()} == {
         "none": "PublicTest", "flip": "PublicTest"}
