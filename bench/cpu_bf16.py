@@ -34,7 +34,7 @@ def premade_batches(cfg: TrainConfig, images, labels, num_classes: int, count: i
     out = []
     for b in range(count):
         idx = torch.arange(b * cfg.batch_size, (b + 1) * cfg.batch_size) % len(labels)
-        x, soft = mixer(augment(images[idx], rng), labels[idx])
+        x, soft, _ = mixer(augment(images[idx], rng), labels[idx])
         out.append((x, soft, labels[idx]))
     return out
 

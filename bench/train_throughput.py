@@ -133,7 +133,7 @@ def main() -> int:
         idx = order[(b % batches) * bs:((b % batches) + 1) * bs]
         x = augment(images[idx], rng)
         y = labels[idx]
-        x, soft = mixer(x, y)
+        x, soft, _ = mixer(x, y)
         return x, soft, y
 
     # the reference: the same step on float tensors made beforehand (a few, cycled)

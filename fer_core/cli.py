@@ -58,6 +58,9 @@ _TRAIN_HELP = {
     "cpu_bf16": "train in bfloat16 autocast on the CPU (fast on CPUs with native bf16, e.g. AVX512-BF16; "
                 "slower for EfficientNet)",
     "distill_weight": "the teacher's share of the targets, 0-1 (default 0.5; with --teacher only)",
+    "distill_cached": "the teacher reads each training image once, un-augmented (kept in the run folder), and "
+                      "each batch mixes those probabilities like its labels, instead of the teacher reading "
+                      "every augmented batch: faster epochs with an ensemble teacher (with --teacher only)",
 }
 
 

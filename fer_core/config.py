@@ -80,6 +80,7 @@ class TrainConfig:
     max_train_images: int = 0                 # a seeded random subset of Training (0: all)
     teacher: str | None = None                # a trained checkpoint to distil from (knowledge distillation)
     distill_weight: float = 0.5               # the teacher's share of the targets
+    distill_cached: bool = False              # the teacher reads each training image once, not every batch
     preset: str | None = None
 
     def to_dict(self) -> dict:
@@ -112,6 +113,8 @@ class TrainConfig:
             raise ValueError("clean_epochs must lie between 0 and epochs")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError("distill_weight must lie between 0 and 1")
+        if self.distill_cached and not self.teacher:
+            raise ValueError("distill_cached needs a teacher")
 
 
 # The bundled model's recipe for the families without stochastic depth (ResNet, RepVGG): the baselines and ensemble

@@ -74,6 +74,7 @@ class Run:
     best_checkpoint = property(lambda self: self.path / "best.safetensors")
     data_path = property(lambda self: self.path / "data.json")
     lock_path = property(lambda self: self.path / "train.lock")
+    teacher_targets_path = property(lambda self: self.path / "teacher_targets.safetensors")   # --distill-cached
 
     def read_config(self) -> dict:
         return json.loads(self.config_path.read_text())
@@ -131,8 +132,9 @@ class Run:
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete the temporary files a killed training process left beside its outputs (call with the lock
         held: no live writer of these files remains)."""
-        stale = [t for f in (self.last_checkpoint, self.best_checkpoint, self.metrics_path, self.data_path)
-                 for t in temporaries_of(f)]
+        outputs = (self.last_checkpoint, self.best_checkpoint, self.metrics_path, self.data_path,
+                   self.teacher_targets_path)
+        stale = [t for f in outputs for t in temporaries_of(f)]
         for t in stale:
             t.unlink(missing_ok=True)
         return stale

@@ -79,7 +79,7 @@ def test_soft_target_loss_matches_cross_entropy_for_one_hot_targets(weighted):
     torch.testing.assert_close(got, F.cross_entropy(logits, y, weight=weights))
     # label-smoothed targets from the mixer give F.cross_entropy's label_smoothing
     cfg = TrainConfig(mixup_alpha=0.0, label_smoothing=0.1)
-    _, soft = TargetMixer(cfg, 5)(torch.zeros(12, 1, 2, 2), y)
+    _, soft, _ = TargetMixer(cfg, 5)(torch.zeros(12, 1, 2, 2), y)
     if not weighted:
         torch.testing.assert_close(soft_target_loss(logits, soft, None),
                                    F.cross_entropy(logits, y, label_smoothing=0.1))
@@ -114,8 +114,9 @@ def test_target_mixer_without_mixup_gives_smoothed_one_hot():
     cfg = TrainConfig(mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.1)
     x = torch.randn(6, 1, 8, 8)
     y = torch.tensor([0, 6, 3, 3, 1, 5])
-    x_out, t = TargetMixer(cfg, 7)(x, y)
-    assert x_out is x
+    probs = torch.softmax(torch.randn(6, 7), 1)
+    x_out, t, p = TargetMixer(cfg, 7)(x, y, probs)
+    assert x_out is x and p is probs
     assert t.shape == (6, 7)
     torch.testing.assert_close(t.sum(1), torch.ones(6))
     assert torch.equal(t.argmax(1), y)
@@ -132,13 +133,37 @@ def test_target_mixer_with_mixup_mixes_images_and_targets_alike():
     x = torch.randn(4, 1, 8, 8)
     x0 = x.clone()
     y = torch.tensor([0, 1, 2, 3])  # flipped batch pairs 0<->3 and 1<->2: every row has two classes
-    x_out, t = TargetMixer(cfg, 4)(x, y)
+    x_out, t, p = TargetMixer(cfg, 4)(x, y)
+    assert p is None
     lam = float(t[0, 0])
     assert 0.0 < lam < 1.0
     torch.testing.assert_close(t.sum(1), torch.ones(4))
     torch.testing.assert_close(t[torch.arange(4), y], torch.full((4,), lam))
     torch.testing.assert_close(t[torch.arange(4), y.flip(0)], torch.full((4,), 1 - lam))
     torch.testing.assert_close(x_out, lam * x0 + (1 - lam) * x0.flip(0))
+
+
+@pytest.mark.parametrize("mix", [dict(mixup_alpha=1.0), dict(mixup_alpha=1.0, mode="elem"),
+                                 dict(mixup_alpha=0.0, cutmix_alpha=1.0)], ids=["batch", "elem", "cutmix"])
+def test_target_mixer_mixes_images_and_labels_as_timm_does_and_probabilities_as_the_labels(mix):
+    """The mixer draws the shares itself (for a teacher's cached probabilities) yet must mix exactly as timm's
+    own call: same images, same label targets; and probabilities that are one-hot labels come out as those."""
+    mode = mix.pop("mode", "batch")
+    cfg = TrainConfig(**mix, mixup_prob=1.0, label_smoothing=0.1)
+    x, y = torch.randn(8, 1, 8, 8), torch.tensor([0, 1, 2, 3, 3, 2, 0, 1])
+    ours = TargetMixer(cfg, 4)
+    ours.mixup.mode = mode
+    timms = Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=1.0, label_smoothing=0.1,
+                  num_classes=4, mode=mode)
+    np.random.seed(5)  # timm draws its shares from numpy
+    x_ours, soft, probs = ours(x.clone(), y, F.one_hot(y, 4).float())
+    np.random.seed(5)
+    x_timm, soft_timm = timms(x.clone(), y)
+    torch.testing.assert_close(x_ours, x_timm)
+    torch.testing.assert_close(soft, soft_timm)
+    assert not torch.equal(x_ours, x)                     # it did mix
+    unsmoothed = (soft - 0.1 / 4) / 0.9
+    torch.testing.assert_close(probs, unsmoothed)
 
 
 def _no_geometry(**over) -> TrainConfig:
@@ -336,6 +361,7 @@ def test_unknown_config_keys_and_presets_are_rejected():
     (dict(select_metric="loss"), "select_metric"),
     (dict(class_weight_cap=0.5), "class_weight_cap"),
     (dict(distill_weight=1.5), "distill_weight"),
+    (dict(distill_cached=True), "distill_cached needs a teacher"),
 ])
 def test_validate_errors(over, message):
     with pytest.raises(ValueError, match=message):
@@ -577,6 +603,65 @@ def test_distillation_puts_the_teachers_probabilities_in_the_targets(tmp_path, s
     assert any(len(set(sw.tolist())) > 1 for _, _, sw in targets)
     assert read_metadata(run.best_checkpoint)["config"]["teacher"] == str(tiny_checkpoint)
     assert "distilling from" in run.log_path.read_text()
+
+
+def test_cached_teacher_targets_are_computed_once_kept_and_recomputed_only_for_other_images(tmp_path, synthetic,
+                                                                                              tiny_checkpoint,
+                                                                                              caplog):
+    _, ds = synthetic
+    images = ds.splits["Training"].images[:40]
+    teacher = Teacher(tiny_checkpoint, ["happy", "angry"])
+    path = tmp_path / "teacher_targets.safetensors"
+    teacher.cache_targets(images, path)
+    torch.testing.assert_close(teacher.table, teacher(to_model_input(images, 48, GREY_MEAN, GREY_STD)))
+    torch.testing.assert_close(teacher.cached(torch.tensor([3, 0])), teacher.table[[3, 0]])
+    assert path.exists() and not list(tmp_path.glob("*.tmp"))
+
+    again = Teacher(tiny_checkpoint, ["happy", "angry"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Teacher, "probabilities_of", lambda *a, **k: pytest.fail("read back, not recomputed"))
+        again.cache_targets(images, path)
+    torch.testing.assert_close(again.table, teacher.table)
+
+    other = images.clone()
+    other[0] = 255 - other[0]                           # one image changed: the file no longer fits the data
+    again.cache_targets(other, path)
+    torch.testing.assert_close(again.table, teacher(to_model_input(other, 48, GREY_MEAN, GREY_STD)))
+
+    path.write_bytes(b"\x00" * 64)                     # torn or foreign: computed again, with a warning
+    with caplog.at_level("WARNING", logger="fer_core.training"):
+        again.cache_targets(images, path)
+    assert "unreadable" in caplog.text and "\x00" not in caplog.text
+    torch.testing.assert_close(again.table, teacher.table)
+    assert Teacher(tiny_checkpoint, ["happy", "angry"]).cached(torch.tensor([0])) is None
+
+
+def test_distillation_from_cached_targets_teaches_each_face_its_own_row_without_reading_batches(
+        tmp_path, synthetic, tiny_checkpoint, monkeypatch):
+    data, ds = synthetic
+    targets, batches_read, looked_up = [], [], []
+    loss = loop_mod.soft_target_loss
+    monkeypatch.setattr(loop_mod, "soft_target_loss",
+                        lambda logits, t, w, sw: targets.append(t) or loss(logits, t, w, sw))
+    call, cached = Teacher.__call__, Teacher.cached
+    monkeypatch.setattr(Teacher, "__call__", lambda self, x: batches_read.append(len(x)) or call(self, x))
+    monkeypatch.setattr(Teacher, "cached", lambda self, idx: looked_up.append(idx.clone()) or cached(self, idx))
+    cfg = _cfg(data, epochs=1, teacher=str(tiny_checkpoint), distill_weight=0.5, distill_cached=True,
+               mixup_alpha=0.0, label_smoothing=0.0)
+    run = train(cfg, runs_root=tmp_path / "runs", run_id="kd-cached", dataset=ds, progress=False)
+    assert run.status()["state"] == "finished" and run.teacher_targets_path.exists()
+    assert batches_read == [len(ds.splits["Training"])]          # one pass over the images, not one a batch
+    assert "teacher targets: one pass over 84 training images" in run.log_path.read_text()
+    resumed = train(runs_root=tmp_path / "runs", resume="kd-cached", dataset=ds, progress=False, epochs=2)
+    assert resumed.status()["state"] == "finished" and len(batches_read) == 1     # read back from the run folder
+    assert "teacher targets read from" in resumed.log_path.read_text()
+
+    # each face's target: half its label, half the teacher's reading of its own image
+    train_split = ds.splits["Training"]
+    expected = Teacher(tiny_checkpoint, ds.class_names).probabilities_of(train_split.images)
+    assert len(targets) == len(looked_up) == 10
+    for t, idx in zip(targets, looked_up):
+        torch.testing.assert_close(t, 0.5 * F.one_hot(train_split.labels[idx], 7).float() + 0.5 * expected[idx])
 
 
 def _stop_after(reads: int):

@@ -176,6 +176,8 @@ def fit(cfg: TrainConfig, run: Run, d: DistContext, stop: StopFlag, dataset: Fer
     parts = build_parts(cfg, data, device)
     if parts.teacher is not None and d.main:
         log.info("distilling from %s (%s of the targets)", cfg.teacher, cfg.distill_weight)
+    if cfg.distill_cached:
+        parts.teacher.cache_targets(data.train.images, run.teacher_targets_path, write=d.main)
     schedule = StepSchedule.of(cfg, len(data.train), d.world)
     rng = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
     state = resume_run(run, parts, rng, d) if resuming else TrainState()
@@ -299,10 +301,11 @@ def train_step(parts: TrainingParts, ddp_model: torch.nn.Module, data: TrainData
     aug = parts.augmentation(epoch)
     x = aug.augment(data.train.images[idx], rng).to(device, non_blocking=True)
     y = data.train.labels[idx].to(device)
-    x, soft = aug.mixer(x, y)
+    teacher = parts.teacher
+    x, soft, taught = aug.mixer(x, y, teacher.cached(idx) if teacher is not None else None)
     class_w, sample_w = data.class_weights, None
-    if parts.teacher is not None:
-        soft, sample_w = parts.teacher.soft_targets(x, soft, data.class_weights, cfg.distill_weight)
+    if teacher is not None:
+        soft, sample_w = teacher.soft_targets(x, soft, data.class_weights, cfg.distill_weight, taught)
         class_w = None
     with torch.autocast(device.type, dtype=parts.amp_dtype, enabled=parts.use_amp):
         logits = ddp_model(x)

@@ -20,10 +20,27 @@ class TargetMixer:
             self.mixup = Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=cfg.mixup_prob,
                                label_smoothing=cfg.label_smoothing, num_classes=num_classes)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mixup is not None:
-            return self.mixup(x, y)
-        return x, mixup_target(y, self.num_classes, smoothing=self.smoothing)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The mixed batch, its label targets and ``probabilities`` (N, classes; a teacher's, say) mixed with the
+        same pairs and shares as the labels."""
+        if self.mixup is None:
+            return x, mixup_target(y, self.num_classes, smoothing=self.smoothing), probabilities
+        lam = self._mix_inputs(x)
+        soft = mixup_target(y, self.num_classes, lam, self.mixup.label_smoothing)
+        if probabilities is not None:   # timm pairs each image with its mirror in the batch, x.flip(0)
+            probabilities = lam * probabilities + (1 - lam) * probabilities.flip(0)
+        return x, soft, probabilities
+
+    def _mix_inputs(self, x: torch.Tensor) -> float | torch.Tensor:
+        """Mix ``x`` in place as timm's ``Mixup.__call__`` does, returning the shares it drew (timm keeps them to
+        itself; tests/test_train.py checks that the labels come out as timm's own call mixes them)."""
+        mixup = self.mixup
+        if mixup.mode == "elem":
+            return mixup._mix_elem(x)
+        if mixup.mode == "pair":
+            return mixup._mix_pair(x)
+        return mixup._mix_batch(x)
 
 
 def class_weights(counts: list[int], power: float, cap: float) -> torch.Tensor:
