@@ -651,7 +651,7 @@ def test_distillation_from_cached_targets_teaches_each_face_its_own_row_without_
     run = train(cfg, runs_root=tmp_path / "runs", run_id="kd-cached", dataset=ds, progress=False)
     assert run.status()["state"] == "finished" and run.teacher_targets_path.exists()
     assert batches_read == [len(ds.splits["Training"])]          # one pass over the images, not one a batch
-    assert "teacher targets: one pass over 84 training images" in run.log_path.read_text()
+    assert "teacher targets: 84 of 84 images" in run.log_path.read_text()
     resumed = train(runs_root=tmp_path / "runs", resume="kd-cached", dataset=ds, progress=False, epochs=2)
     assert resumed.status()["state"] == "finished" and len(batches_read) == 1     # read back from the run folder
     assert "teacher targets read from" in resumed.log_path.read_text()

@@ -63,7 +63,11 @@ class Teacher:
             log.info("teacher targets read from %s", path)
             return
         log.info("teacher targets: one pass over %d training images", len(images))
-        self.table = self.probabilities_of(images)
+        chunks = []
+        for start in range(0, len(images), 4096):    # a log line a chunk: a long pass shows it is moving
+            chunks.append(self.probabilities_of(images[start:start + 4096]))
+            log.info("teacher targets: %d of %d images", start + len(chunks[-1]), len(images))
+        self.table = torch.cat(chunks)
         if write:
             atomic_write_bytes(path, save({"probabilities": self.table}, metadata=key))
 
