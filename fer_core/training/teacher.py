@@ -24,7 +24,7 @@ class Teacher:
     each training image once, un-augmented, and the batches mix those probabilities like their labels."""
 
     def __init__(self, path: str | Path, class_names, device: torch.device | str = "cpu"):
-        self.path, self.device = Path(path), device
+        self.path, self.device, self.class_names = Path(path), device, list(class_names)
         try:
             self.classifier = FerClassifier.from_checkpoint(path, device).restricted_to(class_names)
         except CheckpointError as e:
@@ -57,7 +57,8 @@ class Teacher:
         once (one teacher pass over the training images instead of one a batch: with an ensemble teacher the
         epochs run several times faster), kept at ``path`` for a resumed run, and read back only while the
         teacher file and the images are the ones they were computed from."""
-        key = {"teacher_sha256": file_sha256(self.path), "images_sha256": _tensor_sha256(images)}
+        key = {"teacher_sha256": file_sha256(self.path), "images_sha256": _tensor_sha256(images),
+               "classes": ",".join(self.class_names)}
         self.table = _read_table(path, key, (len(images), len(self.index)))
         if self.table is not None:
             log.info("teacher targets read from %s", path)
@@ -73,7 +74,7 @@ class Teacher:
 
     def cached(self, idx: torch.Tensor) -> torch.Tensor | None:
         """The cached probabilities of training images ``idx``, or None when the teacher reads every batch."""
-        return None if self.table is None else self.table[idx]
+        return None if self.table is None else self.table[idx].to(self.device)
 
     def soft_targets(self, x: torch.Tensor, soft: torch.Tensor, class_weights: torch.Tensor | None,
                      distill_weight: float, taught: torch.Tensor | None = None
@@ -83,7 +84,7 @@ class Teacher:
         weighting the teacher's probabilities class by class would pull every face towards the rare classes,
         so the weights follow the labels instead."""
         sample_weights = (soft * class_weights).sum(1) if class_weights is not None else None
-        taught = self(x) if taught is None else taught.to(soft.device)
+        taught = self(x) if taught is None else taught
         return (1 - distill_weight) * soft + distill_weight * taught, sample_weights
 
 
