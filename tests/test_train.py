@@ -724,22 +724,22 @@ def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, synth
     assert rows[1]["train_acc"] == pytest.approx(ref[1]["train_acc"])
 
 
-def _count_calls(monkeypatch, cls, counts: list[int]) -> None:
-    """Count calls of ``cls`` instances into ``counts[-1]`` (a test appends a new counter an epoch)."""
-    original = cls.__call__
+def _count_calls(monkeypatch, cls, counts: list[int], method: str = "__call__") -> None:
+    """Count calls of ``cls`` instances' ``method`` into ``counts[-1]`` (a test appends a new counter an epoch)."""
+    original = getattr(cls, method)
 
     def counting(self, *args, **kwargs):
         counts[-1] += 1
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(cls, "__call__", counting)
+    monkeypatch.setattr(cls, method, counting)
 
 
 def test_clean_epochs_drop_mixup_and_erasing_at_the_end_and_can_be_set_on_resume(tmp_path, synthetic,
                                                                                    monkeypatch):
     data, ds = synthetic
     mixups, erasings = [0], [0]
-    _count_calls(monkeypatch, Mixup, mixups)
+    _count_calls(monkeypatch, Mixup, mixups, "_mix_batch")    # where timm mixes a batch (TargetMixer calls it)
     _count_calls(monkeypatch, RandomErasing, erasings)
     real_validate = loop_mod.validate
 
