@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
-from ..checkpoint import FerClassifier
+from ..checkpoint import FerClassifier, to_model_input
 from ..config import GREY_MEAN, GREY_STD
 from ..storage import CheckpointError, atomic_write_bytes, file_sha256
 
@@ -48,7 +48,7 @@ class Teacher:
 
     def probabilities_of(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """The probabilities (N, student classes, on the CPU) of un-augmented uint8 images (N, H, W)."""
-        batches = (images[i:i + batch_size].unsqueeze(1).float().div(255).sub(GREY_MEAN).div(GREY_STD)
+        batches = (to_model_input(images[i:i + batch_size], images.shape[-1], GREY_MEAN, GREY_STD)
                    for i in range(0, len(images), batch_size))
         return torch.cat([self(x.to(self.device)).cpu() for x in batches])
 
@@ -101,7 +101,7 @@ def _read_table(path: Path, key: dict[str, str], shape: tuple[int, int]) -> torc
             if f.metadata() != key:
                 log.info("teacher targets at %s are for another teacher or data; computing them again", path)
                 return None
-        table = load_file(str(path))["probabilities"].float()
+            table = f.get_tensor("probabilities").float()
     except (SafetensorError, OSError, KeyError, ValueError):
         log.warning("teacher targets at %s are unreadable; computing them again", path)
         return None
