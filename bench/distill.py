@@ -32,7 +32,7 @@ from fer_core.training import TargetMixer, Teacher  # noqa: E402
 
 def time_kinds(cfg: TrainConfig, teacher: Teacher, batches, counts, num_classes: int, steps: int, warmup: int,
                round_size: int) -> dict[str, float]:
-    """Seconds a step of each kind, the teacher's share of the live one, and its images/s on plain batches."""
+    """Seconds a step of each kind (``live``, ``cached``) and of the teacher within the live one (``teacher``)."""
     mixer = TargetMixer(cfg, num_classes)
     table = torch.softmax(torch.randn(len(batches) * cfg.batch_size, num_classes), 1)
     trainers = {kind: Trainer(cfg, num_classes, counts, 2 * (warmup + steps)) for kind in ("live", "cached")}
