@@ -29,6 +29,7 @@ from fer_core.models import create_model, stage_modules
 from fer_core.runs import Run, RunError, RunStore
 import fer_core.training.loop as loop_mod
 import fer_core.training.setup as setup_mod
+import fer_core.training.teacher as teacher_mod
 from fer_core.storage import read_metadata
 from fer_core.training import (BatchAugment, NonFiniteLossGuard, TargetMixer, Teacher, TrainingDiverged,
                                apply_unfreezing, class_weights, lr_factor, param_groups, set_frozen_bn_eval,
@@ -662,6 +663,31 @@ def test_distillation_from_cached_targets_teaches_each_face_its_own_row_without_
     assert len(targets) == len(looked_up) == 10
     for t, idx in zip(targets, looked_up):
         torch.testing.assert_close(t, 0.5 * F.one_hot(train_split.labels[idx], 7).float() + 0.5 * expected[idx])
+
+
+def test_a_stop_during_the_teacher_target_pass_stops_before_training_and_the_resume_completes(
+        tmp_path, synthetic, tiny_checkpoint, monkeypatch):
+    data, ds = synthetic
+    monkeypatch.setattr(teacher_mod, "TABLE_CHUNK", 32)          # 84 images: three chunks
+    chunks = []
+    read = Teacher.probabilities_of
+
+    def read_then_signal(self, images, *a, **k):                 # SIGTERM arrives while the first chunk is read
+        chunks.append(len(images))
+        if len(chunks) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return read(self, images, *a, **k)
+
+    monkeypatch.setattr(Teacher, "probabilities_of", read_then_signal)
+    cfg = _cfg(data, epochs=1, teacher=str(tiny_checkpoint), distill_cached=True)
+    run = train(cfg, runs_root=tmp_path / "runs", run_id="kd-stop", dataset=ds, progress=False)
+    assert run.status()["state"] == "stopped" and chunks == [32]  # the next chunk was not started
+    assert not run.teacher_targets_path.exists() and not run.last_checkpoint.exists() and not run.metrics()
+    assert "received signal 15" in run.log_path.read_text()
+
+    resumed = train(runs_root=tmp_path / "runs", resume="kd-stop", dataset=ds, progress=False)
+    assert resumed.status()["state"] == "finished" and chunks == [32, 32, 32, 20]
+    assert [r["epoch"] for r in resumed.metrics()] == [1] and resumed.teacher_targets_path.exists()
 
 
 def _stop_after(reads: int):

@@ -176,8 +176,9 @@ def fit(cfg: TrainConfig, run: Run, d: DistContext, stop: StopFlag, dataset: Fer
     parts = build_parts(cfg, data, device)
     if parts.teacher is not None and d.main:
         log.info("distilling from %s (%s of the targets)", cfg.teacher, cfg.distill_weight)
-    if cfg.distill_cached:
-        parts.teacher.cache_targets(data.train.images, run.teacher_targets_path, write=d.main)
+    if cfg.distill_cached and not parts.teacher.cache_targets(data.train.images, run.teacher_targets_path,
+                                                              write=d.main, stop_requested=lambda: stop.requested):
+        raise TrainingStopped()      # before any step: the resume starts the run from its beginning
     schedule = StepSchedule.of(cfg, len(data.train), d.world)
     rng = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
     state = resume_run(run, parts, rng, d) if resuming else TrainState()

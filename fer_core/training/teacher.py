@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,6 +16,8 @@ from ..config import GREY_MEAN, GREY_STD
 from ..storage import CheckpointError, atomic_write_bytes, file_sha256
 
 log = logging.getLogger("fer_core.training")
+
+TABLE_CHUNK = 4096     # images a step of the teacher-target pass: a log line and a stop check each
 
 
 class Teacher:
@@ -52,25 +55,30 @@ class Teacher:
                    for i in range(0, len(images), batch_size))
         return torch.cat([self(x.to(self.device)).cpu() for x in batches])
 
-    def cache_targets(self, images: torch.Tensor, path: Path, write: bool = True) -> None:
+    def cache_targets(self, images: torch.Tensor, path: Path, write: bool = True,
+                      stop_requested: Callable[[], bool] = lambda: False) -> bool:
         """Give every batch the probabilities of its images as the teacher sees them un-augmented, computed
         once (one teacher pass over the training images instead of one a batch: with an ensemble teacher the
         epochs run several times faster), kept at ``path`` for a resumed run, and read back only while the
-        teacher file and the images are the ones they were computed from."""
+        teacher file and the images are the ones they were computed from. False when ``stop_requested``
+        turned true before the table was whole (the pass takes minutes): nothing is kept then."""
         key = {"teacher_sha256": file_sha256(self.path), "images_sha256": _tensor_sha256(images),
                "classes": ",".join(self.class_names)}
         self.table = _read_table(path, key, (len(images), len(self.index)))
         if self.table is not None:
             log.info("teacher targets read from %s", path)
-            return
+            return True
         log.info("teacher targets: one pass over %d training images", len(images))
         chunks = []
-        for start in range(0, len(images), 4096):    # a log line a chunk: a long pass shows it is moving
-            chunks.append(self.probabilities_of(images[start:start + 4096]))
+        for start in range(0, len(images), TABLE_CHUNK):    # a long pass shows it is moving, and stops
+            if stop_requested():
+                return False
+            chunks.append(self.probabilities_of(images[start:start + TABLE_CHUNK]))
             log.info("teacher targets: %d of %d images", start + len(chunks[-1]), len(images))
         self.table = torch.cat(chunks)
         if write:
             atomic_write_bytes(path, save({"probabilities": self.table}, metadata=key))
+        return True
 
     def cached(self, idx: torch.Tensor) -> torch.Tensor | None:
         """The cached probabilities of training images ``idx``, or None when the teacher reads every batch."""
