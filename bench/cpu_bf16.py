@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from train_throughput import Trainer, load_images  # bench/ is the script's own folder on sys.path
+from train_throughput import Trainer, alternate, load_images  # bench/ is the script's own folder on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,18 +49,13 @@ def time_model(model: str, data: Path, steps: int, warmup: int, round_size: int)
     trainers = {bf16: Trainer(dataclasses.replace(cfg, cpu_bf16=bf16), num_classes, counts, total)
                 for bf16 in (False, True)}
     seconds = {False: 0.0, True: 0.0}
-    for i in range(warmup):
-        for trainer in trainers.values():
-            trainer.step(*batches[i % len(batches)])
-    done = 0
-    while done < steps:
-        n = min(round_size, steps - done)
-        for bf16, trainer in trainers.items():
-            t0 = time.perf_counter()
-            for k in range(n):
-                trainer.step(*batches[(done + k) % len(batches)])
-            seconds[bf16] += time.perf_counter() - t0
-        done += n
+
+    def step(bf16: bool, i: int, timed: bool) -> None:
+        t0 = time.perf_counter()
+        trainers[bf16].step(*batches[i % len(batches)])
+        seconds[bf16] += (time.perf_counter() - t0) if timed else 0.0
+
+    alternate((False, True), step, steps, warmup, round_size)
     images_timed = steps * cfg.batch_size
     return images_timed / seconds[False], images_timed / seconds[True]
 

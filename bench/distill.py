@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from cpu_bf16 import premade_batches  # bench/ is the script's own folder on sys.path
-from train_throughput import Trainer, load_images
+from train_throughput import Trainer, alternate, load_images
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,16 +52,7 @@ def time_kinds(cfg: TrainConfig, teacher: Teacher, batches, counts, num_classes:
             seconds[kind] += time.perf_counter() - t0
             seconds["teacher"] += (t1 - t0) if kind == "live" else 0.0
 
-    for i in range(warmup):
-        for kind in trainers:
-            step(kind, i, False)
-    done = 0
-    while done < steps:
-        n = min(round_size, steps - done)
-        for kind in trainers:
-            for k in range(n):
-                step(kind, done + k, True)
-        done += n
+    alternate(tuple(trainers), step, steps, warmup, round_size)
     return {k: v / steps for k, v in seconds.items()}
 
 

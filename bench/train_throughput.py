@@ -96,6 +96,19 @@ class Trainer:
         self.step_no += 1
 
 
+def alternate(kinds, step, steps: int, warmup: int, round_size: int) -> None:
+    """Call ``step(kind, i, timed)`` for every kind: ``warmup`` untimed steps each, then ``steps`` timed ones each
+    in alternating rounds of ``round_size``, so that a background load that comes and goes weighs on every kind
+    alike. ``i`` counts on from the warm-up."""
+    for i in range(warmup):
+        for kind in kinds:
+            step(kind, i, False)
+    for start in range(warmup, warmup + steps, round_size):
+        for kind in kinds:
+            for i in range(start, min(start + round_size, warmup + steps)):
+                step(kind, i, True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fer2013",
@@ -144,29 +157,21 @@ def main() -> int:
           f"erase {cfg.erase_prob}, EMA {cfg.ema_decay}; {torch.get_num_threads()} torch thread(s), "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"data: {source}")
-    for i in range(args.warmup):
-        piped.step(*pipeline_batch(i))
-        alone.step(*premade[i % len(premade)])
+    seconds = {"pipeline": 0.0, "data": 0.0, "alone": 0.0}
 
-    t_pipe = t_data = t_alone = 0.0
-    done = 0
-    b = args.warmup
-    while done < args.steps:
-        n = min(args.round, args.steps - done)
-        for _ in range(n):
-            t0 = time.perf_counter()
-            batch = pipeline_batch(b)
+    def step(kind: str, i: int, timed: bool) -> None:
+        t0 = time.perf_counter()
+        if kind == "pipeline":
+            batch = pipeline_batch(i)
             t1 = time.perf_counter()
             piped.step(*batch)
-            t2 = time.perf_counter()
-            t_data += t1 - t0
-            t_pipe += t2 - t0
-            b += 1
-        t0 = time.perf_counter()
-        for k in range(n):
-            alone.step(*premade[(done + k) % len(premade)])
-        t_alone += time.perf_counter() - t0
-        done += n
+            seconds["data"] += (t1 - t0) if timed else 0.0
+        else:
+            alone.step(*premade[i % len(premade)])
+        seconds[kind] += (time.perf_counter() - t0) if timed else 0.0
+
+    alternate(("pipeline", "alone"), step, args.steps, args.warmup, args.round)
+    t_pipe, t_data, t_alone = seconds["pipeline"], seconds["data"], seconds["alone"]
 
     imgs = args.steps * bs
     rows = [("model step alone (pre-made float tensors)", t_alone),
