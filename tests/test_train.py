@@ -867,14 +867,17 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return res
 
 
-def test_ddp_two_cpu_processes_train_and_resume_a_run(tmp_path, synthetic):
+def test_ddp_two_cpu_processes_train_and_resume_a_run(tmp_path, synthetic, tiny_checkpoint):
     data, _ = synthetic
     out = tmp_path / "runs"
     res = _torchrun(["--data", str(data), "--out", str(out), "--run-id", "ddp", "--epochs", "1", "--batch-size", "8",
                      "--ema-decay", "0", "--unfreeze-head-epochs", "1", "--unfreeze-every", "0",
-                     "--warmup-epochs", "0"], tmp_path)
+                     "--warmup-epochs", "0", "--teacher", str(tiny_checkpoint), "--distill-cached"], tmp_path)
     assert "finished after 1 epoch(s)" in res.stdout
+    # every process logs to stderr, yet the teacher's table is computed once, by rank 0, and handed to rank 1
+    assert res.stderr.count("teacher targets: one pass") == 1, res.stderr[-3000:]
     run = Run(out / "ddp")
+    assert run.teacher_targets_path.exists()
     assert run.status()["state"] == "finished"
     assert [r["epoch"] for r in run.metrics()] == [1]  # only rank 0 writes
     assert run.best_checkpoint.exists()

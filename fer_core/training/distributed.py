@@ -1,4 +1,4 @@
-"""Multi-process training under ``torchrun``: which process this is, and the one collective the loop needs."""
+"""Multi-process training under ``torchrun``: which process this is, and the few collectives the loop needs."""
 from __future__ import annotations
 
 import os
@@ -30,6 +30,14 @@ class DistContext:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def from_main(self, t: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``t`` on every process (the others pass a tensor of its shape and dtype), on the CPU."""
+        if not self.on:
+            return t
+        t = t.to(self.device)
+        dist.broadcast(t, src=0)
+        return t.cpu()
 
     def barrier(self) -> None:
         if self.on:

@@ -30,6 +30,7 @@ from .schedule import StepSchedule, apply_unfreezing, set_frozen_bn_eval, unfroz
 from .setup import TrainData, TrainingParts, build_parts, prepare_data
 from .state import EpochTotals, TrainState, load_last, save_last
 from .targets import soft_target_loss
+from .teacher import Teacher
 
 log = logging.getLogger("fer_core.training")
 
@@ -176,9 +177,8 @@ def fit(cfg: TrainConfig, run: Run, d: DistContext, stop: StopFlag, dataset: Fer
     parts = build_parts(cfg, data, device)
     if parts.teacher is not None and d.main:
         log.info("distilling from %s (%s of the targets)", cfg.teacher, cfg.distill_weight)
-    if cfg.distill_cached and not parts.teacher.cache_targets(data.train.images, run.teacher_targets_path,
-                                                              write=d.main, stop_requested=lambda: stop.requested):
-        raise TrainingStopped()      # before any step: the resume starts the run from its beginning
+    if cfg.distill_cached:
+        _cache_teacher_targets(parts.teacher, data.train.images, run, stop, d)
     schedule = StepSchedule.of(cfg, len(data.train), d.world)
     rng = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
     state = resume_run(run, parts, rng, d) if resuming else TrainState()
@@ -192,6 +192,17 @@ def fit(cfg: TrainConfig, run: Run, d: DistContext, stop: StopFlag, dataset: Fer
             log.info("early stop: no improvement for %d epochs", cfg.early_stop_patience)
             break
         d.barrier()
+
+
+def _cache_teacher_targets(teacher: Teacher, images: torch.Tensor, run: Run, stop: StopFlag, d: DistContext) -> None:
+    """The teacher's table of targets, computed (or read back) by the main process alone and handed to the
+    others: one teacher pass for the run, not one a process. A stop during the pass stops every process before
+    any step; the resume starts the run from its beginning."""
+    whole = not d.main or teacher.cache_targets(images, run.teacher_targets_path, lambda: stop.requested)
+    if d.any(not whole):
+        raise TrainingStopped()
+    if d.on:
+        teacher.table = d.from_main(teacher.table if d.main else torch.empty(len(images), len(teacher.index)))
 
 
 def _seed(cfg: TrainConfig, d: DistContext) -> None:

@@ -55,7 +55,7 @@ class Teacher:
                    for i in range(0, len(images), batch_size))
         return torch.cat([self(x.to(self.device)).cpu() for x in batches])
 
-    def cache_targets(self, images: torch.Tensor, path: Path, write: bool = True,
+    def cache_targets(self, images: torch.Tensor, path: Path,
                       stop_requested: Callable[[], bool] = lambda: False) -> bool:
         """Give every batch the probabilities of its images as the teacher sees them un-augmented, computed
         once (one teacher pass over the training images instead of one a batch: with an ensemble teacher the
@@ -76,8 +76,7 @@ class Teacher:
             chunks.append(self.probabilities_of(images[start:start + TABLE_CHUNK]))
             log.info("teacher targets: %d of %d images", start + len(chunks[-1]), len(images))
         self.table = torch.cat(chunks)
-        if write:
-            atomic_write_bytes(path, save({"probabilities": self.table}, metadata=key))
+        atomic_write_bytes(path, save({"probabilities": self.table}, metadata=key))
         return True
 
     def cached(self, idx: torch.Tensor) -> torch.Tensor | None:
